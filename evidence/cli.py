@@ -1,0 +1,273 @@
+"""The `evidence` command: a thin layer over the library API.
+
+Every command takes ``--json`` (one JSON object on stdout) and reports
+failures as one line on stderr with the exit codes of DESIGN.md:
+0 ok/valid, 1 verification failed, 2 unusable input, 3 environment problem.
+A traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import EvidenceError, UsageError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Preserve online evidence in a signed, hash-chained, Merkle-tree ledger.",
+    pretty_exceptions_enable=False,
+)
+key_app = typer.Typer(no_args_is_help=True, help="Signing keys of this evidence home.")
+app.add_typer(key_app, name="key")
+
+out = Console()
+err = Console(stderr=True)
+_state: dict[str, Any] = {"debug": False}
+
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def fail(message: str, code: int) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.callback()
+def _root(
+    home: Optional[Path] = typer.Option(None, "--home", help="Evidence home (default: EVIDENCE_HOME or ~/.evidence)."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        out.print(f"evidence-chain {__version__}")
+        raise typer.Exit(0)
+    if home is not None:
+        os.environ["EVIDENCE_HOME"] = str(home)
+    _state["debug"] = debug
+
+
+def _open() -> Any:
+    from ledger.log import Ledger
+
+    return Ledger.open()
+
+
+# -- init / key ---------------------------------------------------------------
+
+
+@app.command()
+def init(
+    no_passphrase: bool = typer.Option(False, "--no-passphrase", help="Store the signing key unencrypted."),
+    origin: Optional[str] = typer.Option(None, help="Log name in checkpoints (default: HOST/evidence-chain/KEYID)."),
+    db_url: Optional[str] = typer.Option(None, "--db-url", help="SQLAlchemy URL (default: EVIDENCE_DB_URL or SQLite in the home)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create the evidence home: signing key, ledger database, artifact store."""
+    from ledger.log import Ledger
+
+    led = Ledger.init(unencrypted=no_passphrase, origin=origin, db_url=db_url)
+    info = {
+        "home": str(led.home.root),
+        "origin": led.origin,
+        "key_id": led.key.key_id,
+        "vkey": led.config.trusted_vkeys[-1],
+        "database": led.store.engine.url.render_as_string(hide_password=True),
+        "encrypted_key": not no_passphrase,
+    }
+    led.close()
+    if as_json:
+        emit(info)
+        return
+    out.print(f"Evidence home created at [bold]{info['home']}[/]")
+    out.print(f"  log origin   {info['origin']}")
+    out.print(f"  signing key  {info['key_id']} ({'encrypted' if not no_passphrase else 'UNENCRYPTED'})")
+    out.print(f"  verifier key {info['vkey']}")
+    out.print(f"  database     {info['database']}")
+
+
+@key_app.command("show")
+def key_show(as_json: bool = JsonOpt) -> None:
+    """Print the verifier keys (C2SP vkey) pinned in this home."""
+    led = _open()
+    info = {"origin": led.origin, "current_key_id": led.config.key_id, "vkeys": led.config.trusted_vkeys}
+    led.close()
+    if as_json:
+        emit(info)
+    else:
+        for v in info["vkeys"]:
+            out.print(v, highlight=False)
+
+
+@key_app.command("rotate")
+def key_rotate(as_json: bool = JsonOpt) -> None:
+    """Replace the signing key; the rotation is recorded, signed by old and new key."""
+    led = _open()
+    rec = led.rotate_key()
+    info = {"index": rec.index, "old_key_id": rec.payload["old_key_id"], "new_key_id": rec.payload["new_key_id"], "vkey": led.config.trusted_vkeys[-1]}
+    led.close()
+    if as_json:
+        emit(info)
+    else:
+        out.print(f"Key rotated at record {info['index']}: {info['old_key_id']} -> {info['new_key_id']}")
+
+
+# -- log / checkpoint / audit -------------------------------------------------
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    for k in ("url", "note", "vkey", "new_key_id"):
+        if k in payload:
+            return str(payload[k])
+    if "manifest" in payload:
+        return "manifest " + str(payload["manifest"].get("sha256", ""))[:16]
+    return ", ".join(sorted(payload))[:60]
+
+
+@app.command()
+def log(
+    case: Optional[str] = typer.Option(None, "--case", help="Only records of this case."),
+    tail: Optional[int] = typer.Option(None, "--tail", min=1, help="Only the last N records."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List ledger records, newest last."""
+    led = _open()
+    start = 0
+    if tail is not None and case is None:
+        start = max(0, led.size() - tail)
+    recs = list(led.records(case=case, start=start))
+    if tail is not None:
+        recs = recs[-tail:]
+    led.close()
+    if as_json:
+        emit({"records": [{**r.to_json(), "leaf": r.leaf.hex()} for r in recs]})
+        return
+    table = Table(title=f"{len(recs)} record(s)" + (f" of case {case}" if case else ""))
+    for col in ("index", "time (system clock, UTC)", "kind", "case", "key", "summary", "leaf"):
+        table.add_column(col, overflow="fold")
+    for r in recs:
+        table.add_row(str(r.index), r.time, r.kind, r.case or "", r.key_id[:8], _summary(r.payload), r.leaf.hex()[:16])
+    out.print(table)
+
+
+@app.command()
+def checkpoint(as_json: bool = JsonOpt) -> None:
+    """Sign a checkpoint of the current tree (after proving it extends the last one)."""
+    led = _open()
+    cp = led.checkpoint()
+    led.close()
+    info = {"size": cp.size, "root": cp.root.hex(), "created": cp.created, "note": cp.note}
+    if as_json:
+        emit(info)
+    else:
+        out.print(f"Checkpoint of size {cp.size}, root {cp.root.hex()}")
+        out.print(cp.note, highlight=False, markup=False)
+
+
+def _progress(label: str) -> Progress:
+    return Progress(
+        TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=True,
+    )
+
+
+@app.command()
+def audit(
+    trust: list[str] = typer.Option([], "--trust", help="Verifier key (vkey string or file) to trust instead of the home's."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Verify the whole ledger: leaves, links, signatures, Merkle roots, checkpoints."""
+    from verify.ledger import audit_store
+
+    led = _open()
+    vkeys = _read_trust(trust) if trust else led.config.trusted_vkeys
+    quiet = as_json or not err.is_terminal
+    with _progress("auditing") as bar:
+        task = bar.add_task("audit", total=led.size(), visible=not quiet)
+        res = audit_store(led.store, vkeys, progress=lambda n, total: bar.update(task, completed=n))
+    led.close()
+    if as_json:
+        emit(res.to_json())
+    else:
+        table = Table(title=f"Audit of {res.size} record(s)")
+        table.add_column("check")
+        table.add_column("result")
+        table.add_column("detail", overflow="fold")
+        for c in res.checks:
+            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.detail)
+        out.print(table)
+        for p in res.problems[:20]:
+            out.print(f"  [red]✗[/] {p}", highlight=False)
+        if len(res.problems) > 20:
+            out.print(f"  ... {len(res.problems) - 20} more problem(s)")
+    if not res.ok:
+        first = res.first_problem
+        fail(f"audit failed: {first}" + (f" (first bad index {first.index})" if first and first.index is not None else ""), 1)
+    if not as_json:
+        out.print("[green]Ledger audit passed.[/]")
+
+
+def _read_trust(items: list[str]) -> list[str]:
+    """Each --trust is a vkey string or a file holding vkeys, one a line."""
+    vkeys: list[str] = []
+    for item in items:
+        p = Path(item)
+        if "+" not in item or p.exists():
+            try:
+                lines = p.read_text("utf-8").split()
+            except OSError as e:
+                raise UsageError(f"cannot read trust file {item}: {e.strerror}") from None
+            vkeys.extend(line.strip() for line in lines if line.strip())
+        else:
+            vkeys.append(item)
+    if not vkeys:
+        raise UsageError("no verifier keys given with --trust")
+    return vkeys
+
+
+def main() -> None:
+    """Entry point: run the app, turning every error into one line and an exit code."""
+    debug = "--debug" in sys.argv[1:]
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except EvidenceError as e:
+        if debug:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - the last line of defence for users
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            err.print("aborted")
+            sys.exit(130)
+        if debug:
+            raise
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for details)", highlight=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,436 @@
+"""Persistence of the log: records, Merkle nodes, tree state, checkpoints.
+
+SQLAlchemy 2 Core over SQLite (default) or PostgreSQL. Appends serialise on
+the single ``tree_state`` row: ``BEGIN IMMEDIATE`` on SQLite (the write lock
+is taken before the size is read), ``SELECT ... FOR UPDATE`` on PostgreSQL.
+``idx`` is always ``tree_state.size`` read under that lock, never a sequence,
+so an aborted transaction can leave no gap.
+
+Interior Merkle nodes of every completed perfect subtree are stored as they
+complete (``nodes(level, idx)``), so a proof for one record of a million reads
+O(log n) rows and never the whole log.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from evidence.errors import RollbackError, StoreError
+from evidence.record import GENESIS_PREV, Draft, Record, seal, utc_now
+from evidence.keys import SigningKey
+
+from . import merkle
+
+SCHEMA_VERSION = "1"
+
+metadata = MetaData()
+
+tree_state = Table(
+    "tree_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("size", BigInteger, nullable=False),
+    Column("last_leaf", LargeBinary, nullable=False),
+    Column("last_time", String(40), nullable=False),
+)
+records = Table(
+    "records",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("case_id", String(200), index=True),
+    Column("time", String(40), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+)
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary, nullable=False),
+)
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created", String(40), nullable=False),
+)
+keys = Table(
+    "keys",
+    metadata,
+    Column("key_id", String(64), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("added_index", BigInteger),
+)
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    created: str
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    index: int
+    leaf: bytes
+    kind: str
+    case: str | None
+    time: str
+    key_id: str
+    body: bytes
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            # timeout: how long BEGIN IMMEDIATE waits for another writer.
+            engine = create_engine(url, connect_args={"timeout": 120})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_connect(dbapi_conn: Any, _rec: Any) -> None:
+                # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is deferred).
+                dbapi_conn.isolation_level = None
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(conn: Connection) -> None:
+                write = conn.get_execution_options().get("evidence_write", False)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, ValueError) as e:
+        raise StoreError(f"cannot use database URL {_safe_url(url)}: {e}") from e
+
+
+def _safe_url(url: str) -> str:
+    # Never echo a password from a URL into an error line.
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+class Store:
+    """One ledger database. Thread-safe for appends within a process."""
+
+    def __init__(self, url: str, *, create: bool = False):
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._mark = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._lock = threading.Lock()
+        # Right edge of the tree as of the last append by this process; reused
+        # when nobody else appended since (same size and last leaf).
+        self._edge: merkle.CompactRange | None = None
+        self._edge_leaf: bytes | None = None
+        self.rows_read = 0  # node rows read for proofs (benchmarks report it)
+        try:
+            if create:
+                self._create()
+            self._check_open()
+        except (OperationalError, DBAPIError) as e:
+            raise StoreError(f"cannot open ledger database {_safe_url(url)}: {_first_line(e)}") from e
+
+    # -- schema -------------------------------------------------------------
+
+    def _create(self) -> None:
+        metadata.create_all(self.engine)
+        with self._write() as conn:
+            if conn.execute(select(tree_state.c.size)).first() is None:
+                conn.execute(
+                    tree_state.insert().values(
+                        id=1, size=0, last_leaf=bytes.fromhex(GENESIS_PREV), last_time=""
+                    )
+                )
+                conn.execute(meta.insert().values(key="schema_version", value=SCHEMA_VERSION))
+
+    def _check_open(self) -> None:
+        """Refuse a database whose tree is smaller than what it already signed."""
+        with self.engine.connect() as conn:
+            try:
+                state = conn.execute(select(tree_state.c.size)).first()
+            except (OperationalError, DBAPIError):
+                state = None
+            if state is None:
+                raise StoreError(
+                    f"{_safe_url(self.url)} holds no ledger (run `evidence init`)"
+                )
+            size = state.size
+            top = conn.execute(select(func.max(records.c.idx))).scalar()
+            signed = conn.execute(select(func.max(checkpoints.c.size))).scalar()
+        count = 0 if top is None else top + 1
+        if signed is not None and signed > size:
+            raise RollbackError(
+                f"ledger has {size} records but a checkpoint of size {signed} was signed: "
+                "the log was truncated or rolled back"
+            )
+        if count != size:
+            raise RollbackError(
+                f"ledger tree size is {size} but the last stored record is index {count - 1}: "
+                "records were removed or added outside the ledger"
+            )
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(evidence_write=True) as conn:
+            with conn.begin():
+                yield conn
+
+    # -- appends -----------------------------------------------------------
+
+    def append_many(
+        self,
+        drafts: Sequence[Draft],
+        *,
+        key: SigningKey,
+        origin: str,
+        on_locked: Callable[[Connection], None] | None = None,
+    ) -> list[Record]:
+        """Append drafts as one transaction; all or none become records."""
+        for d in drafts:
+            d.check()
+        if not drafts:
+            return []
+        with self._lock:
+            try:
+                with self._write() as conn:
+                    out = self._append_locked(conn, drafts, key, origin)
+                    if on_locked is not None:
+                        on_locked(conn)
+                return out
+            except (OperationalError, DBAPIError) as e:
+                self._edge = None
+                raise StoreError(f"append failed: {_first_line(e)}") from e
+            except BaseException:
+                self._edge = None
+                raise
+
+    def _append_locked(
+        self, conn: Connection, drafts: Sequence[Draft], key: SigningKey, origin: str
+    ) -> list[Record]:
+        q = select(tree_state).where(tree_state.c.id == 1)
+        if not self.is_sqlite:
+            q = q.with_for_update()
+        state = conn.execute(q).one()
+        size, prev_leaf = state.size, state.last_leaf
+        edge = self._edge
+        if edge is None or edge.size != size or self._edge_leaf != prev_leaf:
+            edge = merkle.CompactRange.from_nodes(size, self._node_source(conn))
+        # One time for the whole batch: all of it is appended in this instant.
+        # The recorded time never runs backwards even if the clock does.
+        now = utc_now()
+        time = max(now, state.last_time)
+        out: list[Record] = []
+        rec_rows: list[tuple[Any, ...]] = []
+        node_rows: list[tuple[Any, ...]] = []
+        prev = prev_leaf.hex()
+        for i, draft in enumerate(drafts):
+            rec = seal(draft, index=size + i, prev=prev, time=time, origin=origin, key=key)
+            leaf = rec.leaf
+            rec_rows.append((rec.index, leaf, draft.kind, draft.case, time, rec.key_id, rec.raw))
+            for level, idx, h in edge.append(leaf):
+                node_rows.append((level, idx, h))
+            prev = leaf.hex()
+            out.append(rec)
+        m = self._mark
+        conn.exec_driver_sql(
+            f"INSERT INTO records (idx, leaf, kind, case_id, time, key_id, body) "
+            f"VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m})",
+            rec_rows,  # type: ignore[arg-type]
+        )
+        if node_rows:
+            conn.exec_driver_sql(
+                f"INSERT INTO nodes (level, idx, hash) VALUES ({m}, {m}, {m})",
+                node_rows,  # type: ignore[arg-type]
+            )
+        conn.execute(
+            tree_state.update()
+            .where(tree_state.c.id == 1)
+            .values(size=size + len(drafts), last_leaf=out[-1].leaf, last_time=time)
+        )
+        self._edge, self._edge_leaf = edge, out[-1].leaf
+        return out
+
+    # -- reads -------------------------------------------------------------
+
+    def size(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(tree_state.c.size)).scalar_one())
+
+    def _node_source(self, conn: Connection) -> merkle.NodeSource:
+        def node(level: int, idx: int) -> bytes:
+            self.rows_read += 1
+            if level == 0:
+                h = conn.execute(select(records.c.leaf).where(records.c.idx == idx)).scalar()
+            else:
+                h = conn.execute(
+                    select(nodes.c.hash).where(nodes.c.level == level, nodes.c.idx == idx)
+                ).scalar()
+            if h is None:
+                raise StoreError(f"Merkle node ({level}, {idx}) is missing from the ledger")
+            return bytes(h)
+
+        return node
+
+    def root(self, size: int | None = None) -> tuple[int, bytes]:
+        with self.engine.connect() as conn:
+            n = size if size is not None else int(conn.execute(select(tree_state.c.size)).scalar_one())
+            if n == 0:
+                return 0, merkle.EMPTY_ROOT
+            return n, merkle.subtree_hash(0, n, self._node_source(conn))
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        with self.engine.connect() as conn:
+            return merkle.inclusion_proof(index, size, self._node_source(conn))
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        with self.engine.connect() as conn:
+            return merkle.consistency_proof(size1, size2, self._node_source(conn))
+
+    def record(self, index: int) -> StoredRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(records).where(records.c.idx == index)).first()
+        return None if row is None else _stored(row)
+
+    def iter_records(
+        self, *, case: str | None = None, start: int = 0, end: int | None = None, chunk: int = 5000
+    ) -> Iterator[StoredRecord]:
+        """Records in index order, fetched in keyset-paginated chunks."""
+        pos = start
+        while True:
+            q = select(records).where(records.c.idx >= pos).order_by(records.c.idx).limit(chunk)
+            if end is not None:
+                q = q.where(records.c.idx < end)
+            if case is not None:
+                q = q.where(records.c.case_id == case)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q).all()
+            for row in rows:
+                yield _stored(row)
+            if len(rows) < chunk:
+                return
+            pos = rows[-1].idx + 1
+
+    def nodes_in(self, level: int, lo: int, hi: int) -> dict[int, bytes]:
+        """Stored nodes of one level with lo <= idx < hi (for audit)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(nodes.c.idx, nodes.c.hash).where(
+                    nodes.c.level == level, nodes.c.idx >= lo, nodes.c.idx < hi
+                )
+            ).all()
+        return {r.idx: bytes(r.hash) for r in rows}
+
+    # -- checkpoints and keys ------------------------------------------------
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(checkpoints).order_by(checkpoints.c.size)).all()
+        return [StoredCheckpoint(r.size, bytes(r.root), r.note, r.created) for r in rows]
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(
+                select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)
+            ).first()
+        return None if r is None else StoredCheckpoint(r.size, bytes(r.root), r.note, r.created)
+
+    def add_checkpoint(
+        self, make: Callable[[int, bytes, StoredCheckpoint | None, merkle.NodeSource], str]
+    ) -> StoredCheckpoint:
+        """Sign a checkpoint of the current tree under the append lock.
+
+        ``make(size, root, last, node)`` must prove consistency with ``last``
+        and return the signed note; it runs while appends are blocked, so the
+        tree cannot move between proving and storing.
+        """
+        with self._lock, self._write() as conn:
+            q = select(tree_state).where(tree_state.c.id == 1)
+            if not self.is_sqlite:
+                q = q.with_for_update()
+            size = conn.execute(q).one().size
+            node = self._node_source(conn)
+            root = merkle.subtree_hash(0, size, node) if size else merkle.EMPTY_ROOT
+            r = conn.execute(select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
+            last = None if r is None else StoredCheckpoint(r.size, bytes(r.root), r.note, r.created)
+            if last is not None and last.size == size:
+                if last.root != root:
+                    raise RollbackError(
+                        f"tree of size {size} has root {root.hex()} but its checkpoint says {last.root.hex()}"
+                    )
+                return last
+            note = make(size, root, last, node)
+            cp = StoredCheckpoint(size, root, note, utc_now())
+            conn.execute(checkpoints.insert().values(size=size, root=root, note=note, created=cp.created))
+            return cp
+
+    def add_key(self, key_id: str, public_key: bytes, name: str, added_index: int | None, conn: Connection | None = None) -> None:
+        stmt = keys.insert().values(key_id=key_id, public_key=public_key, name=name, added_index=added_index)
+        if conn is not None:
+            conn.execute(stmt)
+            return
+        with self._write() as c:
+            c.execute(stmt)
+
+    def keys(self) -> dict[str, bytes]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(keys.c.key_id, keys.c.public_key)).all()
+        return {r.key_id: bytes(r.public_key) for r in rows}
+
+    def execute_raw(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run one write statement (tests use this to tamper with a ledger)."""
+        with self._write() as conn:
+            conn.exec_driver_sql(sql.replace("?", self._mark), tuple(params))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _stored(row: Any) -> StoredRecord:
+    return StoredRecord(row.idx, bytes(row.leaf), row.kind, row.case_id, row.time, row.key_id, bytes(row.body))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,230 @@
+"""Audit of a whole ledger database: every record, link, signature, root.
+
+What is trusted: only the public keys pinned by the caller (the home's
+config, or ``--trust``) and key rotations those keys signed. Everything the
+database says (leaf column, nodes, keys table, checkpoints) is checked
+against what the record bytes themselves imply.
+
+Signature checks are independent per record, so they run on a process pool
+(both cores); the chain, key history and Merkle tree are sequential and run
+in this process over the stream of results, in index order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from evidence.errors import EvidenceError
+from evidence.keys import key_id_for, public_from_raw
+from evidence.record import GENESIS_PREV, parse_record, record_leaf_hash
+from ledger import merkle
+from ledger.checkpoint import Checkpoint
+from ledger.log import verify_rotation
+from ledger.note import Verifier, verify_note
+from ledger.store import Store
+
+from .result import AuditResult, Check, Problem
+
+CHUNK = 4000
+MAX_PROBLEMS = 1000
+_PARALLEL_FROM = 20000  # below this, a pool costs more than it saves
+
+# Per-record outcome computed by a worker: index, leaf, prev, key_id, kind,
+# rotation payload (only for key-rotation records), error text or None.
+Outcome = tuple[int, bytes, str, str, str, Any, str | None]
+
+_worker_keys: dict[str, Any] = {}
+
+
+def _init_worker(keys: dict[str, bytes]) -> None:
+    _worker_keys.clear()
+    for kid, raw in keys.items():
+        try:
+            _worker_keys[kid] = public_from_raw(raw)
+        except EvidenceError:
+            pass
+
+
+def _check_chunk(items: Sequence[tuple[int, bytes]]) -> list[Outcome]:
+    out: list[Outcome] = []
+    for idx, body in items:
+        leaf = record_leaf_hash(body)
+        try:
+            rec = parse_record(body, expect_index=idx)
+        except EvidenceError as e:
+            out.append((idx, leaf, "", "", "", None, str(e)))
+            continue
+        err = None
+        pub = _worker_keys.get(rec.key_id)
+        if pub is None:
+            err = f"signed by unknown key {rec.key_id}"
+        else:
+            try:
+                rec.verify(pub)
+            except EvidenceError as e:
+                err = str(e).split(": ", 1)[-1] + f" (key {rec.key_id})"
+        rot = rec.payload if rec.kind == "key-rotation" else None
+        out.append((idx, leaf, rec.prev, rec.key_id, rec.kind, rot, err))
+    return out
+
+
+def _chunks(store: Store) -> Iterator[list[tuple[int, bytes, bytes]]]:
+    batch: list[tuple[int, bytes, bytes]] = []
+    for s in store.iter_records(chunk=CHUNK):
+        batch.append((s.index, s.body, s.leaf))
+        if len(batch) == CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def audit_store(
+    store: Store,
+    trusted_vkeys: Sequence[str],
+    *,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> AuditResult:
+    """Recompute and check everything in ``store``; never raises for bad data."""
+    result = AuditResult()
+    problems = result.problems
+
+    def problem(index: int | None, what: str) -> None:
+        if len(problems) < MAX_PROBLEMS:
+            problems.append(Problem(index, what))
+        else:
+            result.truncated = True
+
+    verifiers = [Verifier.parse(v) for v in trusted_vkeys]
+    active: dict[str, bytes] = {key_id_for(v.public_raw): v.public_raw for v in verifiers}
+    candidates = dict(store.keys())
+    candidates.update(active)
+
+    size = store.size()
+    result.size = size
+    cps = store.checkpoints()
+    cp_at = {c.size: c for c in cps}
+    edge = merkle.CompactRange()
+    expect = 0
+    prev = GENESIS_PREV
+    nodes_ok = True
+    if 0 in cp_at:
+        _check_root(cp_at[0], merkle.EMPTY_ROOT, verifiers, problem)
+
+    def outcomes() -> Iterator[tuple[list[tuple[int, bytes, bytes]], list[Outcome]]]:
+        n = workers if workers is not None else (2 if size >= _PARALLEL_FROM else 0)
+        if n <= 0:
+            _init_worker(candidates)
+            for batch in _chunks(store):
+                yield batch, _check_chunk([(i, b) for i, b, _ in batch])
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(candidates,)) as pool:
+            pending: list[Any] = []
+            for batch in _chunks(store):
+                pending.append((batch, pool.submit(_check_chunk, [(i, b) for i, b, _ in batch])))
+                # Keep a few chunks in flight: bounded memory, both cores busy.
+                if len(pending) >= 2 * n + 2:
+                    b, fut = pending.pop(0)
+                    yield b, fut.result()
+            for b, fut in pending:
+                yield b, fut.result()
+
+    for batch, results in outcomes():
+        made: dict[int, dict[int, bytes]] = {}
+        for (idx, _body, stored_leaf), (_, leaf, rprev, kid, kind, rot, err) in zip(batch, results):
+            if idx != expect:
+                problem(expect, f"missing: the next stored record is index {idx}")
+                expect = idx
+                prev = "?"
+            if stored_leaf != leaf:
+                problem(idx, "stored leaf hash does not match the record bytes")
+            if err is not None:
+                problem(idx, err)
+            elif rprev != prev and prev != "?":
+                problem(idx, f"prev {rprev[:16]}... does not link to record {idx - 1}")
+            if err is None:
+                if kid not in active:
+                    problem(idx, f"signed by key {kid}, which is not trusted at this point")
+                elif active[kid] != candidates.get(kid):
+                    problem(idx, f"key {kid} in the database differs from the trusted key")
+                if kind == "key-rotation":
+                    try:
+                        raw = verify_rotation(rot)
+                        if rot.get("old_key_id") != kid:
+                            raise EvidenceError("key-rotation record is not signed by the key it retires")
+                        active.pop(kid, None)
+                        active[key_id_for(raw)] = raw
+                    except EvidenceError as e:
+                        problem(idx, str(e))
+            prev = leaf.hex()
+            for level, nidx, h in edge.append(leaf):
+                made.setdefault(level, {})[nidx] = h
+            expect = idx + 1
+            if expect in cp_at:
+                _check_root(cp_at[expect], edge.root(), verifiers, problem)
+        nodes_ok &= _check_nodes(store, made, {p.index for p in problems if p.index is not None}, problem)
+        if progress:
+            progress(expect, size)
+
+    if expect != size:
+        problem(expect if expect < size else None, f"tree size is {size} but {expect} records are stored")
+    for c in cps:
+        if c.size > expect:
+            problem(None, f"checkpoint of size {c.size} covers records that are not in the ledger (truncated)")
+    _check_consistency(store, cps, problem)
+
+    first = result.first_problem
+    result.checks = [
+        Check("records", not any(p.index is not None for p in problems), f"{expect} records: leaf, form, signature, prev link, key", str(first.index) if first and first.index is not None else None),
+        Check("merkle-nodes", nodes_ok, "stored interior nodes match the recomputed tree"),
+        Check("checkpoints", not any(p.what.startswith("checkpoint") for p in problems), f"{len(cps)} signed checkpoint(s): signature, root, consistency"),
+    ]
+    return result
+
+
+def _check_root(cp: Any, root: bytes, verifiers: list[Verifier], problem: Callable[[int | None, str], None]) -> None:
+    where = f"checkpoint of size {cp.size}"
+    try:
+        verified = verify_note(cp.note, verifiers)
+        body = Checkpoint.parse(verified.text)
+    except EvidenceError as e:
+        problem(None, f"{where}: {e}")
+        return
+    if body.size != cp.size or body.root != cp.root:
+        problem(None, f"{where}: stored size/root differ from the signed note")
+    if body.root != root:
+        problem(None, f"{where}: signed root {body.root.hex()} but the records give {root.hex()}")
+
+
+def _check_nodes(
+    store: Store, made: dict[int, dict[int, bytes]], bad: set[int], problem: Callable[[int | None, str], None]
+) -> bool:
+    ok = True
+    for level, want in made.items():
+        lo, hi = min(want), max(want) + 1
+        have = store.nodes_in(level, lo, hi)
+        for nidx, h in want.items():
+            if have.get(nidx) != h:
+                ok = False
+                lo_leaf, hi_leaf = nidx << level, (nidx + 1) << level
+                # A node over a record already reported bad differs because of
+                # that record; only a node over good records is its own problem.
+                if not any(lo_leaf <= i < hi_leaf for i in bad):
+                    problem(lo_leaf, f"stored Merkle node (level {level}, index {nidx}) is wrong or missing")
+    return ok
+
+
+def _check_consistency(store: Store, cps: list[Any], problem: Callable[[int | None, str], None]) -> None:
+    for a, b in zip(cps, cps[1:]):
+        if a.size == 0:
+            continue
+        try:
+            proof = store.consistency_proof(a.size, b.size)
+            merkle.verify_consistency(a.size, b.size, proof, a.root, b.root)
+        except EvidenceError as e:
+            problem(None, f"checkpoint of size {b.size} is not consistent with size {a.size}: {e}")
