@@ -27,32 +27,35 @@ _fast = json.JSONEncoder(
 
 
 def _fast_path_ok(value: Any) -> bool:
-    """True if json.dumps gives JCS bytes for this value; raises on non-JSON."""
-    stack = [value]
-    while stack:
-        v = stack.pop()
-        t = type(v)
-        if t is str or v is None or t is bool:
-            continue
-        if t is int:
-            if not -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT:
-                raise CanonicalizationError(f"integer {v} is outside the I-JSON range")
-            continue
-        if t is dict:
-            for k, item in v.items():
-                if type(k) is not str:
-                    raise CanonicalizationError(f"object key {k!r} is not a string")
-                if not k.isascii() and max(k) > "\uffff":
-                    return False
-                stack.append(item)
-            continue
-        if t is list or t is tuple:
-            stack.extend(v)
-            continue
-        if t is float:
-            return False
-        raise CanonicalizationError(f"{t.__name__} is not a JSON value")
-    return True
+    """True if json.dumps gives JCS bytes for this value; raises on non-JSON.
+
+    Runs once per record payload on the append hot path, hence the shape:
+    strings (by far the most common leaf) are tested first and skipped inline.
+    """
+    t = type(value)
+    if t is str or value is None or t is bool:
+        return True
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str:
+                raise CanonicalizationError(f"object key {k!r} is not a string")
+            if not k.isascii() and max(k) > "\uffff":
+                return False
+            if type(v) is not str and not _fast_path_ok(v):
+                return False
+        return True
+    if t is list or t is tuple:
+        for v in value:
+            if type(v) is not str and not _fast_path_ok(v):
+                return False
+        return True
+    if t is int:
+        if not -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT:
+            raise CanonicalizationError(f"integer {value} is outside the I-JSON range")
+        return True
+    if t is float:
+        return False
+    raise CanonicalizationError(f"{t.__name__} is not a JSON value")
 
 
 def canonical_json(value: Any) -> bytes:
@@ -63,6 +66,8 @@ def canonical_json(value: Any) -> bytes:
         return rfc8785.dumps(value)
     except CanonicalizationError:
         raise
+    except RecursionError:
+        raise CanonicalizationError("value is nested too deeply") from None
     except (UnicodeEncodeError, ValueError, TypeError, rfc8785.CanonicalizationError) as e:
         raise CanonicalizationError(f"cannot canonicalise value: {e}") from e
 

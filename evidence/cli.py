@@ -130,7 +130,7 @@ def key_rotate(as_json: bool = JsonOpt) -> None:
 
 
 def _summary(payload: dict[str, Any]) -> str:
-    for k in ("url", "note", "vkey", "new_key_id"):
+    for k in ("url", "note", "tool", "new_key_id"):
         if k in payload:
             return str(payload[k])
     if "manifest" in payload:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -51,18 +51,18 @@ def public_from_b64(text: str) -> Ed25519PublicKey:
 @dataclass(frozen=True)
 class SigningKey:
     private: Ed25519PrivateKey
+    # Derived once: every appended record names its key.
+    public_raw: bytes = field(init=False, repr=False)
+    key_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        raw = raw_public(self.private.public_key())
+        object.__setattr__(self, "public_raw", raw)
+        object.__setattr__(self, "key_id", key_id_for(raw))
 
     @property
     def public(self) -> Ed25519PublicKey:
         return self.private.public_key()
-
-    @property
-    def public_raw(self) -> bytes:
-        return raw_public(self.public)
-
-    @property
-    def key_id(self) -> str:
-        return key_id_for(self.public_raw)
 
     def sign(self, message: bytes) -> bytes:
         return self.private.sign(message)

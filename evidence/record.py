@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from json.encoder import encode_basestring as _encode_str  # C-accelerated, JCS escaping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -97,32 +98,37 @@ class Record:
         return loads(self.raw)
 
 
+def _jstr(value: str | None) -> bytes:
+    return b"null" if value is None else _encode_str(value).encode("utf-8")
+
+
 def seal(
     draft: Draft, *, index: int, prev: str, time: str, origin: str, key: SigningKey
 ) -> Record:
     """Build, sign and encode one record (the hot path of every append).
 
-    The canonical bytes are assembled from two canonical halves around the
-    ``sig`` member, which is exact because JCS orders members by name and
-    every member before ``sig`` sorts into ``head`` and every one after into
-    ``tail``: one serialisation per record instead of two.
+    The members are written in JCS order by hand around the canonical
+    payload: exact, because every member but ``payload`` is a string, an
+    integer or null, whose JCS form is what ``json`` writes. ``sig`` sits
+    between ``prev`` and ``time``, so the signed bytes and the stored bytes
+    share their head and tail.
     """
     key_id = key.key_id
-    head = canonical_json(
-        {
-            "case": draft.case,
-            "index": index,
-            "key_id": key_id,
-            "kind": draft.kind,
-            "origin": origin,
-            "payload": draft.payload,
-            "prev": prev,
-        }
-    )
-    tail = canonical_json({"time": time, "time_source": TIME_SOURCE, "v": FORMAT_VERSION})
-    body, rest = head[:-1], tail[1:]
-    sig = key.sign(RECORD_DOMAIN + body + b"," + rest)
-    raw = body + b',"sig":"' + base64.b64encode(sig) + b'",' + rest
+    try:
+        head = b'{"case":%b,"index":%d,"key_id":%b,"kind":%b,"origin":%b,"payload":%b,"prev":"%b"' % (
+            _jstr(draft.case),
+            index,
+            _jstr(key_id),
+            _jstr(draft.kind),
+            _jstr(origin),
+            canonical_json(draft.payload),
+            prev.encode("ascii"),
+        )
+    except UnicodeEncodeError as e:
+        raise CanonicalizationError(f"record text is not valid Unicode: {e.reason}") from None
+    tail = b'"time":"%b","time_source":"%b","v":%d}' % (time.encode("ascii"), TIME_SOURCE.encode(), FORMAT_VERSION)
+    sig = key.sign(RECORD_DOMAIN + head + b"," + tail)
+    raw = head + b',"sig":"' + base64.b64encode(sig) + b'",' + tail
     return Record(index, prev, time, draft.kind, draft.case, draft.payload, key_id, origin, sig, raw)
 
 
