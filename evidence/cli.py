@@ -222,20 +222,25 @@ def audit(
 
 
 def _read_trust(items: list[str]) -> list[str]:
-    """Each --trust is a vkey string or a file holding vkeys, one a line."""
+    """Each --trust is a vkey string, a file of vkeys (one a line), or a
+    directory of ``*.vkey`` files (such as an evidence home's keys/)."""
     vkeys: list[str] = []
     for item in items:
         p = Path(item)
-        if "+" not in item or p.exists():
-            try:
-                lines = p.read_text("utf-8").split()
-            except OSError as e:
-                raise UsageError(f"cannot read trust file {item}: {e.strerror}") from None
-            vkeys.extend(line.strip() for line in lines if line.strip())
+        if p.is_dir():
+            files = sorted(p.glob("*.vkey"))
+        elif p.exists() or "+" not in item:
+            files = [p]
         else:
             vkeys.append(item)
+            continue
+        for f in files:
+            try:
+                vkeys.extend(line.strip() for line in f.read_text("utf-8").splitlines() if line.strip())
+            except (OSError, UnicodeDecodeError) as e:
+                raise UsageError(f"cannot read trust file {f}: {getattr(e, 'strerror', None) or e}") from None
     if not vkeys:
-        raise UsageError("no verifier keys given with --trust")
+        raise UsageError("no verifier keys found in --trust")
     return vkeys
 
 
@@ -243,9 +248,8 @@ def main() -> None:
     """Entry point: run the app, turning every error into one line and an exit code."""
     debug = "--debug" in sys.argv[1:]
     try:
-        app(standalone_mode=False)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
+        # Standalone mode: the parser reports usage errors itself (exit 2).
+        app()
     except EvidenceError as e:
         if debug:
             raise
@@ -255,14 +259,6 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - the last line of defence for users
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            err.print("aborted")
-            sys.exit(130)
         if debug:
             raise
         err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for details)", highlight=False)

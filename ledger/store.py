@@ -427,8 +427,16 @@ class Store:
         self.engine.dispose()
 
 
+def _as_bytes(value: Any) -> bytes:
+    # A tampered SQLite row can hold TEXT where BLOB belongs; the audit must
+    # report that record, not crash on it.
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return b"" if value is None else bytes(value)
+
+
 def _stored(row: Any) -> StoredRecord:
-    return StoredRecord(row.idx, bytes(row.leaf), row.kind, row.case_id, row.time, row.key_id, bytes(row.body))
+    return StoredRecord(row.idx, _as_bytes(row.leaf), row.kind, row.case_id, row.time, row.key_id, _as_bytes(row.body))
 
 
 def _first_line(e: BaseException) -> str:
