@@ -188,18 +188,39 @@ def _progress(label: str) -> Progress:
 @app.command()
 def audit(
     trust: list[str] = typer.Option([], "--trust", help="Verifier key (vkey string or file) to trust instead of the home's."),
+    tsa_root: list[Path] = typer.Option([], "--tsa-root", help="TSA root certificate (PEM) for re-checking timestamps (also EVIDENCE_TSA_ROOTS)."),
+    witness: list[str] = typer.Option([], "--witness", help="Witness cosignature vkey to re-check cosignatures with."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Verify the whole ledger: leaves, links, signatures, Merkle roots, checkpoints."""
+    """Verify the whole ledger: leaves, links, signatures, Merkle roots, checkpoints, anchors."""
+    from ledger.anchors import audit_anchors
+    from ledger.note import CosignatureVerifier
     from verify.ledger import audit_store
+    from verify.result import Check, Problem
 
     led = _open()
     vkeys = _read_trust(trust) if trust else led.config.trusted_vkeys
+    roots = _tsa_roots(tsa_root)
+    witnesses = [CosignatureVerifier.parse(w) for w in witness]
     quiet = as_json or not err.is_terminal
     with _progress("auditing") as bar:
         task = bar.add_task("audit", total=led.size(), visible=not quiet)
         res = audit_store(led.store, vkeys, progress=lambda n, total: bar.update(task, completed=n))
+    anchor_checks = audit_anchors(led, roots=roots, witnesses=witnesses)
     led.close()
+    for a in anchor_checks:
+        if not a.ok:
+            idx = int(a.where.split()[1]) if a.where and a.where.startswith("record ") else None
+            res.problems.append(Problem(idx, f"{a.name}: {a.detail}"))
+    unchecked = sum(1 for a in anchor_checks if a.ok and not a.verified)
+    res.checks.append(
+        Check(
+            "anchors",
+            all(a.ok for a in anchor_checks),
+            f"{len(anchor_checks)} anchor record(s) re-checked"
+            + (f", {unchecked} intact but not verifiable without a root/key" if unchecked else ""),
+        )
+    )
     if as_json:
         emit(res.to_json())
     else:
@@ -219,6 +240,79 @@ def audit(
         fail(f"audit failed: {first}" + (f" (first bad index {first.index})" if first and first.index is not None else ""), 1)
     if not as_json:
         out.print("[green]Ledger audit passed.[/]")
+
+
+def _tsa_roots(paths: list[Path]) -> list[Any]:
+    from ledger.anchors import load_roots, roots_from_env
+
+    return load_roots([str(p) for p in paths]) if paths else roots_from_env()
+
+
+@app.command()
+def anchor(
+    tsa: list[str] = typer.Option([], "--tsa", help="RFC 3161 TSA URL (repeat for redundancy)."),
+    tsa_root: list[Path] = typer.Option([], "--tsa-root", help="Trusted TSA root certificate, PEM (also EVIDENCE_TSA_ROOTS)."),
+    tsa_hash: str = typer.Option("sha256", "--tsa-hash", help="sha256 or sha512."),
+    witness: list[str] = typer.Option([], "--witness", help="Witness as VKEY@URL (C2SP tlog-witness)."),
+    deposit_config: list[Path] = typer.Option([], "--deposit-config", help="JSON config of an HTTP JSON deposit service."),
+    timeout: float = typer.Option(10.0, help="Seconds per request."),
+    deadline: float = typer.Option(30.0, help="Seconds for all retries of one service."),
+    strict: bool = typer.Option(False, "--strict", help="Fail if any service fails (default: if all fail)."),
+    every: Optional[str] = typer.Option(None, "--every", help="Keep running: anchor every INTERVAL (e.g. 10m) when the tree grew."),
+    only_if_grown: bool = typer.Option(False, "--only-if-grown", help="Do nothing when no record was added since the last anchor (for cron)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Anchor the latest checkpoint: RFC 3161 timestamps, witness cosignatures, deposits."""
+    from ledger.anchors import HttpJsonDeposit, Witness, anchor_checkpoint, needs_anchor, parse_interval, run_every
+
+    if tsa_hash not in ("sha256", "sha512"):
+        raise UsageError("--tsa-hash must be sha256 or sha512")
+    led = _open()
+    roots = _tsa_roots(tsa_root)
+    witnesses = [Witness.parse(w) for w in witness]
+    deposits = []
+    for cfg in deposit_config:
+        try:
+            deposits.append(HttpJsonDeposit.from_config(json.loads(cfg.read_text("utf-8"))))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read deposit config {cfg}: {e}") from None
+
+    def once() -> list[Any]:
+        results = anchor_checkpoint(
+            led, tsa_urls=tsa, roots=roots, hash_alg=tsa_hash, witnesses=witnesses,
+            deposits=deposits, timeout=timeout, deadline=deadline, strict=strict,
+        )
+        for r in results:
+            if as_json:
+                continue
+            if r.ok:
+                t = (r.payload or {}).get("time", "")
+                out.print(f"[green]anchored[/] {r.type} {r.service} -> record {r.record_index} (checkpoint size {(r.payload or {}).get('checkpoint_size')}) {t}")
+            else:
+                err.print(f"[yellow]warning:[/] {r.type} {r.service} failed: {r.error}", highlight=False)
+        return results
+
+    if every:
+        interval = parse_interval(every)
+        out.print(f"Anchoring every {every} while the tree grows; Ctrl-C stops.")
+        run_every(
+            interval,
+            lambda: needs_anchor(led) and once(),
+            on_error=lambda e: err.print(f"[yellow]warning:[/] {e}", highlight=False),
+        )
+        led.close()
+        return
+    if only_if_grown and not needs_anchor(led):
+        led.close()
+        if as_json:
+            emit({"anchored": False, "reason": "nothing new since the last anchor", "results": []})
+        else:
+            out.print("Nothing new since the last anchor.")
+        return
+    results = once()
+    led.close()
+    if as_json:
+        emit({"anchored": any(r.ok for r in results), "results": [r.to_json() for r in results]})
 
 
 def _read_trust(items: list[str]) -> list[str]:

@@ -95,7 +95,7 @@ class Ledger:
             [Draft("log-init", {"public_key": _b64(key.public_raw), "vkey": vkey, "tool": f"evidence-chain {__version__}"})],
             key=key,
             origin=origin,
-            on_locked=lambda conn: store.add_key(key.key_id, key.public_raw, origin, 0, conn),
+            on_locked=lambda conn, _recs: store.add_key(key.key_id, key.public_raw, origin, 0, conn),
         )
         # config.json last: a home without it is not an evidence home, so a
         # crash above leaves nothing that looks usable.
@@ -144,6 +144,29 @@ class Ledger:
 
     def append_many(self, drafts: Sequence[Draft]) -> list[Record]:
         return self.store.append_many(drafts, key=self.key, origin=self.origin)
+
+    def append_anchors(self, payloads: Sequence[dict[str, Any]]) -> list[Record]:
+        """Append anchor records and their anchors-table rows in one transaction."""
+
+        def rows(conn: Any, recs: list[Record]) -> None:
+            self.store.add_anchor_rows(
+                conn,
+                [
+                    {
+                        "record_idx": r.index,
+                        "checkpoint_size": p["checkpoint_size"],
+                        "type": p["type"],
+                        "service": str(p.get("tsa") or p.get("witness") or p.get("service") or ""),
+                        "time": p.get("time"),
+                        "blob_sha256": p.get("token_sha256") or p.get("cosignature_sha256") or p.get("receipt_sha256"),
+                        "chain_sha256": p.get("chain_sha256"),
+                    }
+                    for r, p in zip(recs, payloads)
+                ],
+            )
+
+        drafts = [Draft("anchor", p) for p in payloads]
+        return self.store.append_many(drafts, key=self.key, origin=self.origin, on_locked=rows)
 
     def _store_exhibit(self, case: str, files: Iterable[ArtifactFile], info: dict[str, Any]) -> tuple[Draft, dict[str, Any], str, list[Artifact]]:
         if not isinstance(case, str) or not case.strip():
@@ -217,7 +240,7 @@ class Ledger:
         vkey = vkey_for(self.origin, new.public)
         (self.home.keys_dir / f"{new.key_id}.vkey").write_text(vkey + "\n", "utf-8")
 
-        def register(conn: Any) -> None:
+        def register(conn: Any, _recs: list[Record]) -> None:
             self.store.add_key(new.key_id, new.public_raw, self.origin, None, conn)
 
         rec = self.store.append_many([Draft("key-rotation", payload)], key=old, origin=self.origin, on_locked=register)[0]

@@ -90,6 +90,18 @@ keys = Table(
     Column("name", String(200), nullable=False),
     Column("added_index", BigInteger),
 )
+# One row per anchor record: where the external evidence for a checkpoint is.
+anchors = Table(
+    "anchors",
+    metadata,
+    Column("record_idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("checkpoint_size", BigInteger, nullable=False, index=True),
+    Column("type", String(16), nullable=False),
+    Column("service", String(500), nullable=False),
+    Column("time", String(40)),
+    Column("blob_sha256", String(64), nullable=False),
+    Column("chain_sha256", String(64)),
+)
 meta = Table(
     "meta",
     metadata,
@@ -225,7 +237,7 @@ class Store:
         *,
         key: SigningKey,
         origin: str,
-        on_locked: Callable[[Connection], None] | None = None,
+        on_locked: Callable[[Connection, list[Record]], None] | None = None,
     ) -> list[Record]:
         """Append drafts as one transaction; all or none become records."""
         for d in drafts:
@@ -237,7 +249,8 @@ class Store:
                 with self._write() as conn:
                     out = self._append_locked(conn, drafts, key, origin)
                     if on_locked is not None:
-                        on_locked(conn)
+                        # Same transaction: side rows commit with the records or not at all.
+                        on_locked(conn, out)
                 return out
             except (OperationalError, DBAPIError) as e:
                 self._edge = None
@@ -334,7 +347,13 @@ class Store:
         return None if row is None else _stored(row)
 
     def iter_records(
-        self, *, case: str | None = None, start: int = 0, end: int | None = None, chunk: int = 5000
+        self,
+        *,
+        case: str | None = None,
+        kind: str | None = None,
+        start: int = 0,
+        end: int | None = None,
+        chunk: int = 5000,
     ) -> Iterator[StoredRecord]:
         """Records in index order, fetched in keyset-paginated chunks."""
         pos = start
@@ -344,6 +363,8 @@ class Store:
                 q = q.where(records.c.idx < end)
             if case is not None:
                 q = q.where(records.c.case_id == case)
+            if kind is not None:
+                q = q.where(records.c.kind == kind)
             with self.engine.connect() as conn:
                 rows = conn.execute(q).all()
             for row in rows:
@@ -417,6 +438,17 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(keys.c.key_id, keys.c.public_key)).all()
         return {r.key_id: bytes(r.public_key) for r in rows}
+
+    def add_anchor_rows(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            conn.execute(anchors.insert(), list(rows))
+
+    def anchor_rows(self, checkpoint_size: int | None = None) -> list[dict[str, Any]]:
+        q = select(anchors).order_by(anchors.c.record_idx)
+        if checkpoint_size is not None:
+            q = q.where(anchors.c.checkpoint_size == checkpoint_size)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
 
     def execute_raw(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Run one write statement (tests use this to tamper with a ledger)."""
