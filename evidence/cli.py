@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -49,7 +49,7 @@ def fail(message: str, code: int) -> NoReturn:
 
 @app.callback()
 def _root(
-    home: Optional[Path] = typer.Option(None, "--home", help="Evidence home (default: EVIDENCE_HOME or ~/.evidence)."),
+    home: Path | None = typer.Option(None, "--home", help="Evidence home (default: EVIDENCE_HOME or ~/.evidence)."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
 ) -> None:
@@ -73,8 +73,8 @@ def _open() -> Any:
 @app.command()
 def init(
     no_passphrase: bool = typer.Option(False, "--no-passphrase", help="Store the signing key unencrypted."),
-    origin: Optional[str] = typer.Option(None, help="Log name in checkpoints (default: HOST/evidence-chain/KEYID)."),
-    db_url: Optional[str] = typer.Option(None, "--db-url", help="SQLAlchemy URL (default: EVIDENCE_DB_URL or SQLite in the home)."),
+    origin: str | None = typer.Option(None, help="Log name in checkpoints (default: HOST/evidence-chain/KEYID)."),
+    db_url: str | None = typer.Option(None, "--db-url", help="SQLAlchemy URL (default: EVIDENCE_DB_URL or SQLite in the home)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create the evidence home: signing key, ledger database, artifact store."""
@@ -140,8 +140,8 @@ def _summary(payload: dict[str, Any]) -> str:
 
 @app.command()
 def log(
-    case: Optional[str] = typer.Option(None, "--case", help="Only records of this case."),
-    tail: Optional[int] = typer.Option(None, "--tail", min=1, help="Only the last N records."),
+    case: str | None = typer.Option(None, "--case", help="Only records of this case."),
+    tail: int | None = typer.Option(None, "--tail", min=1, help="Only the last N records."),
     as_json: bool = JsonOpt,
 ) -> None:
     """List ledger records, newest last."""
@@ -258,12 +258,19 @@ def anchor(
     timeout: float = typer.Option(10.0, help="Seconds per request."),
     deadline: float = typer.Option(30.0, help="Seconds for all retries of one service."),
     strict: bool = typer.Option(False, "--strict", help="Fail if any service fails (default: if all fail)."),
-    every: Optional[str] = typer.Option(None, "--every", help="Keep running: anchor every INTERVAL (e.g. 10m) when the tree grew."),
+    every: str | None = typer.Option(None, "--every", help="Keep running: anchor every INTERVAL (e.g. 10m) when the tree grew."),
     only_if_grown: bool = typer.Option(False, "--only-if-grown", help="Do nothing when no record was added since the last anchor (for cron)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Anchor the latest checkpoint: RFC 3161 timestamps, witness cosignatures, deposits."""
-    from ledger.anchors import HttpJsonDeposit, Witness, anchor_checkpoint, needs_anchor, parse_interval, run_every
+    from ledger.anchors import (
+        HttpJsonDeposit,
+        Witness,
+        anchor_checkpoint,
+        needs_anchor,
+        parse_interval,
+        run_every,
+    )
 
     if tsa_hash not in ("sha256", "sha512"):
         raise UsageError("--tsa-hash must be sha256 or sha512")

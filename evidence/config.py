@@ -54,7 +54,7 @@ class Home:
             return cfg.db_url
         return f"sqlite:///{self.sqlite_path}"
 
-    def load_config(self) -> "HomeConfig":
+    def load_config(self) -> HomeConfig:
         try:
             raw = json.loads(self.config_path.read_text("utf-8"))
         except FileNotFoundError:
@@ -74,7 +74,7 @@ class Home:
         except (KeyError, TypeError) as e:
             raise ConfigError(f"{self.config_path} is missing field {e}") from e
 
-    def save_config(self, cfg: "HomeConfig") -> None:
+    def save_config(self, cfg: HomeConfig) -> None:
         data = dict(cfg.extra)
         data.update(
             origin=cfg.origin, key_id=cfg.key_id, trusted_vkeys=cfg.trusted_vkeys

@@ -48,7 +48,7 @@ class Artifact:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Artifact":
+    def from_json(cls, d: dict[str, Any]) -> Artifact:
         try:
             a = cls(d["name"], d["media_type"], d["role"], int(d["size"]), d["sha256"])
         except (KeyError, TypeError, ValueError) as e:

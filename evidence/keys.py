@@ -68,7 +68,7 @@ class SigningKey:
         return self.private.sign(message)
 
     @classmethod
-    def generate(cls) -> "SigningKey":
+    def generate(cls) -> SigningKey:
         return cls(Ed25519PrivateKey.generate())
 
 

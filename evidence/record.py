@@ -18,15 +18,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from json.encoder import encode_basestring as _encode_str  # C-accelerated, JCS escaping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from json.encoder import encode_basestring as _encode_str  # C-accelerated, JCS escaping
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .canonical import canonical_json, loads
 from .errors import CanonicalizationError, IntegrityError, SignatureError
 from .keys import SigningKey, verify_signature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 FORMAT_VERSION = 1
 RECORD_DOMAIN = b"evidence-chain/record/v1\n"
@@ -43,7 +44,7 @@ _KIND = re.compile(r"[a-z][a-z0-9-]{0,63}")
 
 def utc_now() -> str:
     """RFC 3339 UTC with microseconds, the form every record uses."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def record_leaf_hash(raw: bytes) -> bytes:

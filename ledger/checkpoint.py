@@ -37,7 +37,7 @@ class Checkpoint:
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def parse(cls, text: str) -> "Checkpoint":
+    def parse(cls, text: str) -> Checkpoint:
         if not text.endswith("\n"):
             raise SignatureError("checkpoint must end with a newline")
         lines = text[:-1].split("\n")

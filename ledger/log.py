@@ -66,7 +66,7 @@ class Ledger:
         unencrypted: bool = False,
         origin: str | None = None,
         db_url: str | None = None,
-    ) -> "Ledger":
+    ) -> Ledger:
         """Create an evidence home: signing key, database, artifact store."""
         h = Home(Path(home) if home else default_home())
         if h.config_path.exists():
@@ -105,7 +105,7 @@ class Ledger:
     @classmethod
     def open(
         cls, home: Path | str | None = None, *, db_url: str | None = None, passphrase: bytes | None = None
-    ) -> "Ledger":
+    ) -> Ledger:
         h = Home(Path(home) if home else default_home())
         cfg = h.load_config()
         store = Store(h.db_url(db_url))
@@ -114,7 +114,7 @@ class Ledger:
     def close(self) -> None:
         self.store.dispose()
 
-    def __enter__(self) -> "Ledger":
+    def __enter__(self) -> Ledger:
         return self
 
     def __exit__(self, *exc: object) -> None:

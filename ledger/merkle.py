@@ -54,7 +54,7 @@ class CompactRange:
         self._edge = list(edge)
 
     @classmethod
-    def from_nodes(cls, size: int, node: NodeSource) -> "CompactRange":
+    def from_nodes(cls, size: int, node: NodeSource) -> CompactRange:
         edge = []
         start = 0
         for level in range(size.bit_length() - 1, -1, -1):

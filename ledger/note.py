@@ -89,7 +89,7 @@ class Verifier:
     public: Ed25519PublicKey
 
     @classmethod
-    def parse(cls, vkey: str) -> "Verifier":
+    def parse(cls, vkey: str) -> Verifier:
         return cls(*_parse_vkey(vkey, ALG_ED25519))
 
     @property
@@ -224,11 +224,11 @@ class CosignatureVerifier:
     public: Ed25519PublicKey
 
     @classmethod
-    def parse(cls, vkey: str) -> "CosignatureVerifier":
+    def parse(cls, vkey: str) -> CosignatureVerifier:
         return cls(*_parse_vkey(vkey, ALG_COSIGNATURE_V1))
 
     @classmethod
-    def from_key(cls, name: str, public_key: Ed25519PublicKey) -> "CosignatureVerifier":
+    def from_key(cls, name: str, public_key: Ed25519PublicKey) -> CosignatureVerifier:
         _check_name(name)
         return cls(name, key_id(name, ALG_COSIGNATURE_V1, _raw(public_key)), public_key)
 

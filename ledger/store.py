@@ -39,8 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from evidence.errors import RollbackError, StoreError
-from evidence.record import GENESIS_PREV, Draft, Record, seal, utc_now
 from evidence.keys import SigningKey
+from evidence.record import GENESIS_PREV, Draft, Record, seal, utc_now
 
 from . import merkle
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evidence.keys import SigningKey
-from evidence.record import Draft, parse_record, seal
+from evidence.record import Draft, parse_record
 from ledger.log import Ledger
 from verify.ledger import audit_store
 
