@@ -126,6 +126,41 @@ def key_rotate(as_json: bool = JsonOpt) -> None:
         out.print(f"Key rotated at record {info['index']}: {info['old_key_id']} -> {info['new_key_id']}")
 
 
+@key_app.command("add")
+def key_add(
+    officer: str = typer.Option(..., "--officer", help="Name of the officer (or worker) the key belongs to."),
+    role: str = typer.Option("officer", "--role", help="officer (may only attest) or writer (may append)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create and register another signer's key, recorded in the ledger."""
+    led = _open()
+    rec = led.add_key(officer, role)
+    info = {"index": rec.index, "name": officer, "role": role, "key_id": rec.payload["key_id"]}
+    led.close()
+    if as_json:
+        emit(info)
+    else:
+        out.print(f"Key {info['key_id']} registered for {officer} ({role}) at record {rec.index}")
+
+
+@app.command()
+def attest(
+    index: int = typer.Argument(..., help="Ledger index of the exhibit record."),
+    officer: str = typer.Option(..., "--officer", help="The attesting officer (their registered key signs)."),
+    statement: Optional[str] = typer.Option(None, "--statement", help="What the officer attests."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """A second officer attests an exhibit record with their own key."""
+    led = _open()
+    rec = led.attest(index, officer, statement)
+    led.close()
+    info = {"index": rec.index, "exhibit_index": index, "officer": officer, "key_id": rec.key_id}
+    if as_json:
+        emit(info)
+    else:
+        out.print(f"Exhibit {index} attested by {officer} (key {rec.key_id[:8]}) at record {rec.index}")
+
+
 # -- log / checkpoint / audit -------------------------------------------------
 
 

@@ -44,6 +44,8 @@ from .note import Verifier, sign_note, verify_note, vkey_for
 from .store import Store, StoredCheckpoint
 
 ROTATION_DOMAIN = b"evidence-chain/key-rotation/v1\n"
+KEY_ADD_DOMAIN = b"evidence-chain/key-add/v1\n"
+ROLES = ("officer", "writer")
 
 
 class Ledger:
@@ -250,6 +252,61 @@ class Ledger:
         self._key = new
         return rec
 
+    def add_key(self, name: str, role: str = "officer", passphrase: bytes | None = None) -> Record:
+        """Register another signer (a second officer, a capture worker).
+
+        The ``key-add`` record is signed by the log's current key and carries
+        the new key's own signature over the statement (proof of possession).
+        Officers may sign only attestations; writers may append anything.
+        """
+        if role not in ROLES:
+            raise UsageError(f"role must be one of {', '.join(ROLES)}")
+        if not name.strip() or any(c in name for c in "\n\r"):
+            raise UsageError("a key needs a one-line name")
+        signers = self.config.extra.setdefault("signers", {})
+        assert isinstance(signers, dict)
+        if name in signers:
+            raise ConfigError(f"a key named {name!r} is already registered")
+        new = SigningKey.generate()
+        statement = {"origin": self.origin, "key_id": new.key_id, "public_key": _b64(new.public_raw), "name": name, "role": role}
+        payload = dict(statement, key_sig=_b64(new.sign(KEY_ADD_DOMAIN + canonical_json(statement))))
+        pp = passphrase if passphrase is not None else self._passphrase
+        save_key(new, self.home.keys_dir / f"{new.key_id}.key", pp)
+
+        def register(conn: Any, recs: list[Record]) -> None:
+            self.store.add_key(new.key_id, new.public_raw, name, recs[0].index, conn)
+
+        rec = self.store.append_many([Draft("key-add", payload)], key=self.key, origin=self.origin, on_locked=register)[0]
+        signers[name] = {"key_id": new.key_id, "role": role}
+        self.home.save_config(self.config)
+        return rec
+
+    def signer_key(self, name: str, passphrase: bytes | None = None) -> SigningKey:
+        signers = self.config.extra.get("signers") or {}
+        entry = signers.get(name) if isinstance(signers, dict) else None
+        if not entry:
+            raise UsageError(f"no key registered for {name!r} (run `evidence key add --officer {name}`)")
+        pp = passphrase if passphrase is not None else self._passphrase
+        return load_key(self.home.keys_dir / f"{entry['key_id']}.key", pp)
+
+    def attest(self, index: int, officer: str, statement: str | None = None, passphrase: bytes | None = None) -> Record:
+        """A second officer's signed attestation of an exhibit record."""
+        key = self.signer_key(officer, passphrase)
+        stored = self.store.record(index)
+        if stored is None:
+            raise UsageError(f"no record {index} in the ledger")
+        target = parse_record(stored.body, expect_index=index)
+        if target.kind != "exhibit":
+            raise UsageError(f"record {index} is a {target.kind!r} record, not an exhibit")
+        payload = {
+            "exhibit_index": index,
+            "exhibit_leaf": target.leaf.hex(),
+            "manifest_sha256": target.payload.get("manifest", {}).get("sha256"),
+            "officer": officer,
+            "statement": statement or "I attest that I witnessed this capture and that the exhibit is complete.",
+        }
+        return self.store.append_many([Draft("attestation", payload, target.case)], key=key, origin=self.origin)[0]
+
     # -- reading -----------------------------------------------------------
 
     def records(self, case: str | None = None, start: int = 0) -> Iterator[Record]:
@@ -276,6 +333,26 @@ def verify_rotation(payload: dict[str, Any]) -> bytes:
     except SignatureError:
         raise SignatureError("key-rotation record: the new key's signature does not verify") from None
     return raw
+
+
+def verify_key_add(payload: dict[str, Any]) -> tuple[str, bytes, str, str]:
+    """Check a key-add payload's proof of possession; return (key_id, raw, name, role)."""
+    try:
+        statement = {k: payload[k] for k in ("origin", "key_id", "public_key", "name", "role")}
+        sig = base64.b64decode(payload["key_sig"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        raise SignatureError("key-add record is malformed") from None
+    pub = public_from_b64(statement["public_key"])
+    raw = raw_public(pub)
+    if key_id_for(raw) != statement["key_id"]:
+        raise SignatureError("key-add record names a key id that does not match its key")
+    if statement["role"] not in ROLES:
+        raise SignatureError(f"key-add record has unknown role {statement['role']!r}")
+    try:
+        verify_signature(pub, sig, KEY_ADD_DOMAIN + canonical_json(statement))
+    except SignatureError:
+        raise SignatureError("key-add record: the new key's signature does not verify") from None
+    return statement["key_id"], raw, statement["name"], statement["role"]
 
 
 def _note_text(note: str) -> str:

@@ -22,7 +22,7 @@ from evidence.keys import key_id_for, public_from_raw
 from evidence.record import GENESIS_PREV, parse_record, record_leaf_hash
 from ledger import merkle
 from ledger.checkpoint import Checkpoint
-from ledger.log import verify_rotation
+from ledger.log import verify_key_add, verify_rotation
 from ledger.note import Verifier, verify_note
 from ledger.store import Store
 
@@ -66,7 +66,8 @@ def _check_chunk(items: Sequence[tuple[int, bytes]]) -> list[Outcome]:
                 rec.verify(pub)
             except EvidenceError as e:
                 err = str(e).split(": ", 1)[-1] + f" (key {rec.key_id})"
-        rot = rec.payload if rec.kind == "key-rotation" else None
+        # Payloads the sequential pass needs: key changes and attestations.
+        rot = rec.payload if rec.kind in ("key-rotation", "key-add", "attestation") else None
         out.append((idx, leaf, rec.prev, rec.key_id, rec.kind, rot, err))
     return out
 
@@ -101,6 +102,8 @@ def audit_store(
 
     verifiers = [Verifier.parse(v) for v in trusted_vkeys]
     active: dict[str, bytes] = {key_id_for(v.public_raw): v.public_raw for v in verifiers}
+    roles: dict[str, str] = {}  # key_id -> role, for keys added by key-add records
+    attestations: list[tuple[int, Any]] = []
     candidates = dict(store.keys())
     candidates.update(active)
 
@@ -152,6 +155,17 @@ def audit_store(
                     problem(idx, f"signed by key {kid}, which is not trusted at this point")
                 elif active[kid] != candidates.get(kid):
                     problem(idx, f"key {kid} in the database differs from the trusted key")
+                elif roles.get(kid) == "officer" and kind != "attestation":
+                    problem(idx, f"officer key {kid} may sign only attestations, not {kind!r}")
+                if kind == "attestation":
+                    attestations.append((idx, rot))
+                if kind == "key-add" and kid in active:
+                    try:
+                        new_id, raw, _name, role = verify_key_add(rot)
+                        active[new_id] = raw
+                        roles[new_id] = role
+                    except EvidenceError as e:
+                        problem(idx, str(e))
                 if kind == "key-rotation":
                     try:
                         raw = verify_rotation(rot)
@@ -177,6 +191,7 @@ def audit_store(
         if c.size > expect:
             problem(None, f"checkpoint of size {c.size} covers records that are not in the ledger (truncated)")
     _check_consistency(store, cps, problem)
+    _check_attestations(store, attestations, problem)
 
     first = result.first_problem
     result.checks = [
@@ -217,6 +232,17 @@ def _check_nodes(
                 if not any(lo_leaf <= i < hi_leaf for i in bad):
                     problem(lo_leaf, f"stored Merkle node (level {level}, index {nidx}) is wrong or missing")
     return ok
+
+
+def _check_attestations(store: Store, items: list[tuple[int, Any]], problem: Callable[[int | None, str], None]) -> None:
+    """An attestation must name an earlier exhibit record by its exact leaf."""
+    for idx, p in items:
+        target = p.get("exhibit_index") if isinstance(p, dict) else None
+        stored = store.record(target) if isinstance(target, int) and 0 <= target < idx else None
+        if stored is None or stored.kind != "exhibit":
+            problem(idx, f"attestation refers to record {target!r}, which is not an earlier exhibit")
+        elif stored.leaf.hex() != p.get("exhibit_leaf"):
+            problem(idx, f"attestation's exhibit leaf does not match record {target}")
 
 
 def _check_consistency(store: Store, cps: list[Any], problem: Callable[[int | None, str], None]) -> None:
