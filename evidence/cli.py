@@ -147,7 +147,7 @@ def key_add(
 def attest(
     index: int = typer.Argument(..., help="Ledger index of the exhibit record."),
     officer: str = typer.Option(..., "--officer", help="The attesting officer (their registered key signs)."),
-    statement: Optional[str] = typer.Option(None, "--statement", help="What the officer attests."),
+    statement: str | None = typer.Option(None, "--statement", help="What the officer attests."),
     as_json: bool = JsonOpt,
 ) -> None:
     """A second officer attests an exhibit record with their own key."""
