@@ -199,7 +199,11 @@ class Store:
 
     def _check_open(self) -> None:
         """Refuse a database whose tree is smaller than what it already signed."""
-        with self.engine.connect() as conn:
+        conn_ = self.engine.connect()
+        if not self.is_sqlite:
+            # One snapshot for the three reads: writers may commit in between.
+            conn_ = conn_.execution_options(isolation_level="REPEATABLE READ")
+        with conn_ as conn:
             try:
                 state = conn.execute(select(tree_state.c.size)).first()
             except (OperationalError, DBAPIError):

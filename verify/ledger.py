@@ -72,9 +72,10 @@ def _check_chunk(items: Sequence[tuple[int, bytes]]) -> list[Outcome]:
     return out
 
 
-def _chunks(store: Store) -> Iterator[list[tuple[int, bytes, bytes]]]:
+def _chunks(store: Store, end: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
     batch: list[tuple[int, bytes, bytes]] = []
-    for s in store.iter_records(chunk=CHUNK):
+    # Only up to the size read at the start: writers may append meanwhile.
+    for s in store.iter_records(chunk=CHUNK, end=end):
         batch.append((s.index, s.body, s.leaf))
         if len(batch) == CHUNK:
             yield batch
@@ -122,13 +123,13 @@ def audit_store(
         n = workers if workers is not None else (2 if size >= _PARALLEL_FROM else 0)
         if n <= 0:
             _init_worker(candidates)
-            for batch in _chunks(store):
+            for batch in _chunks(store, size):
                 yield batch, _check_chunk([(i, b) for i, b, _ in batch])
             return
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(candidates,)) as pool:
             pending: list[Any] = []
-            for batch in _chunks(store):
+            for batch in _chunks(store, size):
                 pending.append((batch, pool.submit(_check_chunk, [(i, b) for i, b, _ in batch])))
                 # Keep a few chunks in flight: bounded memory, both cores busy.
                 if len(pending) >= 2 * n + 2:

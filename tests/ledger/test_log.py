@@ -162,3 +162,13 @@ def test_postgres_backend(pg_url, tmp_path):
     merkle.verify_inclusion(leaves[50], 50, 101, led.store.inclusion_proof(50, 101), cp.root)
     assert audit_store(led.store, led.config.trusted_vkeys).ok
     led.close()
+
+
+def test_time_never_runs_backwards(home, monkeypatch):
+    import ledger.store as store_mod
+
+    first = home.append("custody", {"i": 1})
+    monkeypatch.setattr(store_mod, "utc_now", lambda: "2001-01-01T00:00:00.000000Z")  # clock jumped back
+    second = home.append("custody", {"i": 2})
+    assert second.time == first.time >= "2026"
+    assert audit_store(home.store, home.config.trusted_vkeys).ok
