@@ -200,6 +200,90 @@ def log(
 
 
 @app.command()
+def capture(
+    url: str | None = typer.Argument(None, help="Page to capture (or use --urls)."),
+    case: str = typer.Option(..., "--case", help="Case id the exhibit belongs to."),
+    operator: str | None = typer.Option(None, "--operator", help="Who captures (recorded in the exhibit)."),
+    note: str | None = typer.Option(None, "--note", help="Free text recorded with the exhibit."),
+    urls: Path | None = typer.Option(None, "--urls", help="File of URLs, one a line: one browser, one batch."),
+    load_timeout: float = typer.Option(30.0, "--load-timeout", help="Seconds to wait for the load event."),
+    settle_timeout: float = typer.Option(5.0, "--settle-timeout", help="Seconds to wait for requests to settle."),
+    max_scroll: int = typer.Option(30, "--max-scroll", help="Scroll steps for lazy loading (bounds infinite scroll)."),
+    viewport: str = typer.Option("1366x768", "--viewport", help="Viewport WIDTHxHEIGHT."),
+    mobile: bool = typer.Option(False, "--mobile", help="Emulate a mobile device."),
+    proxy: str | None = typer.Option(None, "--proxy", help="Proxy server for the browser (recorded)."),
+    trust_root: list[Path] = typer.Option([], "--trust-root", help="Extra trusted root CA (PEM) for the certificate check."),
+    no_mhtml: bool = typer.Option(False, "--no-mhtml", help="Skip the MHTML snapshot."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Capture a web page (traffic, screenshots, DOM, TLS, environment) as a signed exhibit."""
+    from capture import capture_many, capture_page
+
+    if (url is None) == (urls is None):
+        raise UsageError("give either a URL or --urls FILE")
+    try:
+        w, h = (int(x) for x in viewport.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--viewport must look like 1366x768, not {viewport!r}") from None
+    opts = dict(
+        load_timeout=load_timeout, settle_timeout=settle_timeout, max_scroll_steps=max_scroll,
+        viewport_width=w, viewport_height=h, is_mobile=mobile, proxy=proxy,
+        trust_roots=tuple(trust_root), mhtml=not no_mhtml,
+    )
+    led = _open()
+    try:
+        if urls is not None:
+            try:
+                lines = [ln.strip() for ln in urls.read_text("utf-8").splitlines()]
+            except (OSError, UnicodeDecodeError) as e:
+                raise UsageError(f"cannot read {urls}: {getattr(e, 'strerror', None) or e}") from None
+            todo = [ln for ln in lines if ln and not ln.startswith("#")]
+            if not todo:
+                raise UsageError(f"{urls} holds no URL")
+            quiet = as_json or not err.is_terminal
+            with _progress("capturing") as bar:
+                task = bar.add_task("capture", total=len(todo), visible=not quiet)
+
+                def progress(done: int, total: int, u: str, error: str | None) -> None:
+                    bar.update(task, completed=done)
+                    if error and not as_json:
+                        err.print(f"[yellow]failed:[/] {error}", highlight=False)
+
+                batch = capture_many(todo, case=case, operator=operator, note=note, ledger=led, progress=progress, **opts)
+            exhibits, failures = batch.exhibits, batch.failures
+        else:
+            exhibits, failures = [capture_page(url, case=case, operator=operator, note=note, ledger=led, **opts)], []
+    finally:
+        led.close()
+    rows = [_exhibit_summary(ex) for ex in exhibits]
+    if as_json:
+        emit({"exhibits": rows, "failures": [{"url": u, "error": e} for u, e in failures]})
+    else:
+        for r in rows:
+            out.print(f"[green]exhibit[/] record {r['index']}  {r['url']} -> {r['final_url']} (HTTP {r['status']})")
+            out.print(f"  manifest sha256:{r['manifest_sha256']}  {r['artifacts']} artifacts", highlight=False)
+            for w_ in r["warnings"]:
+                err.print(f"  [yellow]warning:[/] {w_}", highlight=False)
+    if failures:
+        raise typer.Exit(3)
+
+
+def _exhibit_summary(ex: Any) -> dict[str, Any]:
+    info = ex.manifest.get("info", {})
+    return {
+        "index": ex.index,
+        "case": ex.case,
+        "url": info.get("url"),
+        "final_url": info.get("final_url"),
+        "status": info.get("status"),
+        "title": info.get("title"),
+        "manifest_sha256": ex.manifest_sha256,
+        "artifacts": len(ex.artifacts),
+        "warnings": list(info.get("warnings") or []),
+    }
+
+
+@app.command()
 def checkpoint(as_json: bool = JsonOpt) -> None:
     """Sign a checkpoint of the current tree (after proving it extends the last one)."""
     led = _open()

@@ -1,0 +1,114 @@
+"""What a capture may be asked to do, checked before any browser starts."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from evidence.errors import UsageError
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """Bounds and device for one page capture.
+
+    Every wait is bounded so a hostile page cannot hold a capture hostage;
+    when a bound is hit the capture goes on and says so in its warnings.
+    """
+
+    viewport_width: int = 1366
+    viewport_height: int = 768
+    device_scale_factor: int = 1
+    is_mobile: bool = False
+    user_agent: str | None = None
+    locale: str | None = None
+    timezone_id: str | None = None
+    #: seconds to wait for the page's ``load`` event
+    load_timeout: float = 30.0
+    #: seconds to wait, after load and after scrolling, for requests to finish
+    settle_timeout: float = 5.0
+    #: scroll steps (one viewport each) to trigger lazy loading; infinite scroll stops here
+    max_scroll_steps: int = 30
+    #: the full-page screenshot is cut at this height (pixels); Chromium cannot draw taller
+    max_screenshot_height: int = 16384
+    #: MHTML snapshots come back from Chromium as one message; skip them past this size
+    max_mhtml_bytes: int = 32 * 1024 * 1024
+    #: documents up to this size are read whole at the network layer (byte-exact);
+    #: bigger ones are streamed from the renderer in chunks
+    inline_document_limit: int = 8 * 1024 * 1024
+    #: proxy server for the browser, e.g. "http://proxy:3128" (recorded in the environment)
+    proxy: str | None = None
+    #: extra PEM files of trusted roots for the certificate check (besides the system store)
+    trust_roots: tuple[Path, ...] = field(default_factory=tuple)
+    #: keep an MHTML snapshot (Page.captureSnapshot)
+    mhtml: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("viewport_width", "viewport_height"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 100 <= v <= 10000:
+                raise UsageError(f"{name} must be a whole number of pixels between 100 and 10000, not {v!r}")
+        if self.device_scale_factor not in (1, 2, 3):
+            raise UsageError(f"device_scale_factor must be 1, 2 or 3, not {self.device_scale_factor!r}")
+        for name in ("load_timeout", "settle_timeout"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 < v <= 3600:
+                raise UsageError(f"{name} must be between 0 and 3600 seconds, not {v!r}")
+        if not isinstance(self.max_scroll_steps, int) or not 0 <= self.max_scroll_steps <= 1000:
+            raise UsageError(f"max_scroll_steps must be between 0 and 1000, not {self.max_scroll_steps!r}")
+        object.__setattr__(self, "trust_roots", tuple(Path(p) for p in self.trust_roots))
+        for p in self.trust_roots:
+            if not p.is_file():
+                raise UsageError(f"trust root file {p} does not exist")
+        if self.proxy is not None:
+            parts = urlsplit(self.proxy)
+            if parts.scheme not in ("http", "https", "socks4", "socks5") or not parts.hostname:
+                raise UsageError(
+                    f"proxy must look like http://host:port or socks5://host:port, not {self.proxy!r}"
+                )
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> CaptureOptions:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UsageError(f"unknown capture option(s): {', '.join(unknown)}")
+        return cls(**options)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["trust_roots"] = [str(p) for p in self.trust_roots]
+        # Canonical JSON has no floats: timeouts are recorded in milliseconds.
+        d["load_timeout_ms"] = int(d.pop("load_timeout") * 1000)
+        d["settle_timeout_ms"] = int(d.pop("settle_timeout") * 1000)
+        return d
+
+
+def check_url(url: str) -> str:
+    """Return ``url`` if a browser can be sent there, else raise UsageError."""
+    if not isinstance(url, str) or not url.strip():
+        raise UsageError("a capture needs a URL")
+    url = url.strip()
+    if any(c.isspace() for c in url):
+        raise UsageError(f"URL contains white space: {url!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise UsageError(f"not a valid URL: {url!r} ({e})") from None
+    if parts.scheme not in ("http", "https"):
+        raise UsageError(f"only http:// and https:// URLs can be captured, not {url!r}")
+    host = parts.hostname
+    if not host:
+        raise UsageError(f"URL has no host: {url!r}")
+    if port == 0:
+        raise UsageError(f"URL has port 0: {url!r}")
+    if host.startswith("[") or ":" in host:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            raise UsageError(f"URL has an invalid host: {url!r}") from None
+    return url

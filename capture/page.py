@@ -1,0 +1,207 @@
+"""Capture pages and seal them as exhibits in the ledger.
+
+    from capture import capture_page
+    ex = capture_page("https://shop.example/item/123", case="SAMR-2026-017", operator="Li Wei")
+    ex.index, ex.manifest_sha256
+
+Each page is captured into a private temporary directory first; only a
+finished capture is handed to the ledger, which stores the artifacts and
+appends the ``exhibit`` record last. An error or a kill at any point before
+that leaves nothing in the ledger and nothing under a digest path in the
+store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import tempfile
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from evidence.errors import CaptureError, EvidenceError, UsageError
+from evidence.exhibit import Exhibit
+
+from .browser import Browser
+from .options import CaptureOptions, check_url
+from .session import PageCapture, capture_into
+
+T = TypeVar("T")
+#: progress(done, total, url, error): called after each URL of a batch
+Progress = Callable[[int, int, str, str | None], None]
+
+
+@dataclass
+class BatchResult:
+    """What a batch produced: exhibits in URL order, and the URLs that failed."""
+
+    exhibits: list[Exhibit] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from inside an event loop (a notebook, an async app): Playwright
+    # needs a loop of its own, so run there in a worker thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _check_case(case: str) -> str:
+    if not isinstance(case, str) or not case.strip():
+        raise UsageError("a capture needs a case id (--case)")
+    return case.strip()
+
+
+def _open_ledger(ledger: Any, home: Path | str | None) -> tuple[Any, bool]:
+    if ledger is not None:
+        return ledger, False
+    from ledger.log import Ledger
+
+    return Ledger.open(home), True
+
+
+def capture_to_dir(
+    url: str,
+    workdir: Path | str,
+    *,
+    case: str | None = None,
+    operator: str | None = None,
+    note: str | None = None,
+    **options: Any,
+) -> PageCapture:
+    """Capture ``url`` into ``workdir`` without touching any ledger."""
+    url = check_url(url)
+    opts = CaptureOptions.from_kwargs(options)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> PageCapture:
+        async with Browser(proxy=opts.proxy) as browser:
+            return await capture_into(
+                browser, url, workdir, options=opts, case=case, operator=operator, note=note
+            )
+
+    return _run(go())
+
+
+def capture_page(
+    url: str,
+    *,
+    case: str,
+    operator: str | None = None,
+    note: str | None = None,
+    home: Path | str | None = None,
+    ledger: Any = None,
+    **options: Any,
+) -> Exhibit:
+    """Capture one page and seal it as an exhibit of ``case``.
+
+    Raises UsageError (bad URL, case or option), EnvironmentProblem (no
+    browser), CaptureError (host unreachable); nothing is appended then.
+    """
+    url = check_url(url)
+    case = _check_case(case)
+    opts = CaptureOptions.from_kwargs(options)
+    led, owned = _open_ledger(ledger, home)
+    try:
+        with tempfile.TemporaryDirectory(prefix="evidence-capture-") as tmp:
+
+            async def go() -> PageCapture:
+                async with Browser(proxy=opts.proxy) as browser:
+                    return await capture_into(
+                        browser, url, Path(tmp), options=opts, case=case, operator=operator, note=note
+                    )
+
+            pc = _run(go())
+            return led.seal_exhibit(case, pc.artifacts, pc.info)
+    finally:
+        if owned:
+            led.close()
+
+
+def capture_many(
+    urls: Iterable[str],
+    *,
+    case: str,
+    operator: str | None = None,
+    note: str | None = None,
+    home: Path | str | None = None,
+    ledger: Any = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> BatchResult:
+    """Capture many pages with one browser (a fresh context each), seal them in one batch.
+
+    A URL that cannot be captured is reported in ``failures`` and does not
+    stop the batch. The exhibits are appended together, after the last capture.
+    """
+    urls = [u.strip() if isinstance(u, str) else u for u in urls]
+    case = _check_case(case)
+    opts = CaptureOptions.from_kwargs(options)
+    led, owned = _open_ledger(ledger, home)
+    result = BatchResult()
+    try:
+        with tempfile.TemporaryDirectory(prefix="evidence-batch-") as tmp:
+            captures = _run(_batch(urls, Path(tmp), opts, case, operator, note, progress, result))
+            if captures:
+                result.exhibits = led.seal_exhibits([(case, pc.artifacts, pc.info) for pc in captures])
+    finally:
+        if owned:
+            led.close()
+    return result
+
+
+async def _batch(
+    urls: list[str],
+    tmp: Path,
+    opts: CaptureOptions,
+    case: str,
+    operator: str | None,
+    note: str | None,
+    progress: Progress | None,
+    result: BatchResult,
+) -> list[PageCapture]:
+    captures: list[PageCapture] = []
+    browser: Browser | None = None
+    try:
+        for i, url in enumerate(urls):
+            error: str | None = None
+            try:
+                url = check_url(url)
+                if browser is None or not browser.browser.is_connected():
+                    if browser is not None:  # it crashed: start a new one and go on
+                        await browser.__aexit__(None, None, None)
+                    browser = await Browser(proxy=opts.proxy).__aenter__()
+                workdir = tmp / f"{i:06d}"
+                workdir.mkdir()
+                captures.append(
+                    await capture_into(
+                        browser, url, workdir, options=opts, case=case, operator=operator, note=note
+                    )
+                )
+            except (CaptureError, UsageError) as e:
+                error = str(e)
+            except EvidenceError:
+                raise  # no browser at all: the rest would fail the same way
+            except Exception as e:  # one hostile page must not end the batch
+                error = (
+                    f"cannot capture {url}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                )
+            if error is not None:
+                result.failures.append((str(url), error))
+            if progress is not None:
+                progress(i + 1, len(urls), str(url), error)
+    finally:
+        if browser is not None:
+            await browser.__aexit__(None, None, None)
+    return captures

@@ -1,0 +1,289 @@
+"""Write a capture as one WARC/1.1 file (ISO 28500), gzip per record, with warcio.
+
+Record order: ``warcinfo``; a ``request`` and ``response`` for every HTTP
+exchange; ``resource`` records for the screenshots, rendered DOM and MHTML;
+``metadata`` records for the capture log, the network summary and the
+environment. Block and payload digests are SHA-256 (base32, as warcio and
+wget write them). Bodies are streamed from the files the recorder wrote.
+
+Decoded bodies: Chromium hands over bodies with Content-Encoding and chunked
+framing already removed. A record whose headers still said ``gzip`` or
+``chunked`` would not parse, so the header block is made to match the body:
+``Content-Encoding``, ``Transfer-Encoding`` and a mismatching
+``Content-Length`` are renamed to ``X-Archive-Orig-*`` (values kept, the
+convention pywb uses) and a true ``Content-Length`` is added. Each change is
+listed in the exchange's ``transformations`` and in the capture log.
+"""
+
+from __future__ import annotations
+
+import http
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParser
+from warcio.utils import Digester
+from warcio.warcwriter import WARCWriter
+
+from .environment import rfc3339
+from .network import Hop
+
+#: Content codings Chromium's network stack decodes before we see the body.
+DECODED_CODINGS = {"gzip", "x-gzip", "deflate", "br", "zstd"}
+NO_BODY_STATUS = {204, 304}
+
+
+class _SHA256WARCWriter(WARCWriter):
+    @staticmethod
+    def _create_digester() -> Digester:
+        return Digester("sha256")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A file written as a ``resource`` (or ``metadata``) record."""
+
+    uri: str
+    path: Path
+    media_type: str
+    record_type: str = "resource"
+    refers_to_main: bool = False
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _split_header_map(headers: dict[str, str]) -> list[tuple[str, str]]:
+    # DevTools joins repeated headers with "\n"; split them back.
+    out: list[tuple[str, str]] = []
+    for k, v in headers.items():
+        if k.startswith(":"):
+            continue
+        for part in str(v).split("\n"):
+            out.append((k, part))
+    return out
+
+
+def _parse_headers_text(text: str) -> tuple[str, list[tuple[str, str]]]:
+    lines = text.replace("\r\n", "\n").split("\n")
+    status_line = lines[0].strip()
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line.strip():
+            continue
+        if line[0] in " \t" and headers:  # obsolete line folding
+            k, v = headers[-1]
+            headers[-1] = (k, v + " " + line.strip())
+            continue
+        k, _, v = line.partition(":")
+        headers.append((k.strip(), v.strip()))
+    return status_line, headers
+
+
+def response_headers(hop: Hop) -> tuple[str, list[tuple[str, str]], list[str]]:
+    """Status line and header list for the record, plus what was changed and why."""
+    notes: list[str] = []
+    assert hop.response is not None
+    status = int(hop.response.get("status", 0))
+    if hop.headers_text and hop.headers_text.startswith("HTTP/"):
+        status_line, headers = _parse_headers_text(hop.headers_text)
+    else:
+        raw = hop.raw_response_headers or hop.response.get("headers", {})
+        reason = hop.response.get("statusText") or _reason(status)
+        status_line = f"HTTP/1.1 {status} {reason}".rstrip()
+        headers = _split_header_map(raw)
+        proto = hop.protocol or "unknown protocol"
+        notes.append(
+            f"status line and headers rebuilt from DevTools' header map ({proto}); original order not available"
+        )
+    return status_line, headers, notes
+
+
+def fix_for_body(
+    headers: list[tuple[str, str]], body_size: int, *, status: int, method: str, body_known: bool
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """Make the header block describe the body we actually store."""
+    if method == "HEAD" or status in NO_BODY_STATUS or 100 <= status < 200:
+        return headers, []
+    notes: list[str] = []
+    out: list[tuple[str, str]] = []
+    changed = False
+    for k, v in headers:
+        lk = k.lower()
+        if lk == "content-encoding" and v.strip().lower() in DECODED_CODINGS and body_known:
+            out.append(("X-Archive-Orig-Content-Encoding", v))
+            notes.append(f"body stored decoded (Chromium removed Content-Encoding: {v}); header renamed")
+            changed = True
+        elif lk == "transfer-encoding":
+            out.append(("X-Archive-Orig-Transfer-Encoding", v))
+            notes.append(f"body stored without chunked framing (Transfer-Encoding: {v}); header renamed")
+            changed = True
+        elif lk == "content-length" and v.strip() != str(body_size):
+            out.append(("X-Archive-Orig-Content-Length", v))
+            notes.append(
+                f"Content-Length {v.strip()} does not match the stored body ({body_size} bytes); renamed"
+            )
+            changed = True
+        else:
+            out.append((k, v))
+    if changed or not any(k.lower() == "content-length" for k, _ in out):
+        if changed or body_size:
+            out = [(k, v) for k, v in out if k.lower() != "content-length"]
+            out.append(("Content-Length", str(body_size)))
+    return out, notes
+
+
+def request_headers(hop: Hop) -> tuple[str, list[tuple[str, str]], list[str]]:
+    notes: list[str] = []
+    parts = urlsplit(hop.url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    raw = hop.raw_request_headers
+    if raw is None:
+        raw = hop.request_headers
+        notes.append("request headers are the browser's provisional set (no extra-info event)")
+    headers = _split_header_map(raw)
+    if not any(k.lower() == "host" for k, _ in headers):
+        authority = raw.get(":authority") or parts.netloc
+        headers.insert(0, ("Host", authority))
+    return f"{hop.method} {target} HTTP/1.1", headers, notes
+
+
+def _tls_protocol(hop: Hop) -> str | None:
+    sec = (hop.response or {}).get("securityDetails") or {}
+    proto = sec.get("protocol")
+    if not proto:
+        return None
+    return proto.lower().replace(" ", "/")  # "TLS 1.3" -> "tls/1.3"
+
+
+class WarcFile:
+    """Streaming writer for one capture's WARC; every record is written once."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f: BinaryIO = open(path, "wb")
+        self.writer = _SHA256WARCWriter(self._f, gzip=True, warc_version="1.1")
+        self.warcinfo_id: str | None = None
+        self.main_response_id: str | None = None
+        self.records = 0
+
+    def _write(self, rec: Any) -> str:
+        if self.warcinfo_id and rec.rec_type != "warcinfo":
+            rec.rec_headers.add_header("WARC-Warcinfo-ID", self.warcinfo_id)
+        self.writer.write_record(rec)
+        self.records += 1
+        return rec.rec_headers.get_header("WARC-Record-ID")
+
+    def warcinfo(self, fields: dict[str, str]) -> None:
+        rec = self.writer.create_warcinfo_record(self.path.name, fields)
+        self.warcinfo_id = self._write(rec)
+
+    def exchange(self, hop: Hop, *, main: bool) -> list[str]:
+        """Write the request (and response, if any) of ``hop``; return the notes."""
+        notes: list[str] = []
+        resp_id = None
+        if hop.response is not None and not hop.from_cache:
+            resp_id = StatusAndHeadersParser.make_warc_id()
+            if main:
+                self.main_response_id = resp_id
+        req_line, req_headers, req_notes = request_headers(hop)
+        notes += req_notes
+        payload = hop.post_data or b""
+        warc_headers = {"WARC-Date": rfc3339(hop.wall_time)}
+        if resp_id:
+            warc_headers["WARC-Concurrent-To"] = resp_id
+        rec = self.writer.create_warc_record(
+            hop.url,
+            "request",
+            payload=io.BytesIO(payload),
+            length=len(payload),
+            warc_headers_dict=warc_headers,
+            http_headers=StatusAndHeaders(req_line, req_headers, is_http_request=True),
+        )
+        self._write(rec)
+        if resp_id:
+            notes += self._response(hop, resp_id)
+        return notes
+
+    def _response(self, hop: Hop, record_id: str) -> list[str]:
+        assert hop.response is not None
+        status_line, headers, notes = response_headers(hop)
+        status = int(hop.response.get("status", 0))
+        body = hop.body
+        size = body.size if body is not None and body.path.exists() else 0
+        truncated = None
+        if hop.redirected:
+            body_known = False
+            if any(k.lower() == "content-length" and v.strip() not in ("", "0") for k, v in headers):
+                notes.append("redirect body is not exposed by Chromium; stored empty")
+                truncated = "unspecified"
+        else:
+            body_known = body is not None
+            if body is None:
+                if hop.method != "HEAD" and status not in NO_BODY_STATUS:
+                    notes.append("no body could be read for this response")
+                    truncated = "unspecified"
+            elif not (body.complete or hop.finished):
+                truncated = "disconnect" if hop.failed else "time"
+                notes.append(
+                    f"response incomplete when the capture ended ({hop.failed or 'still loading'}); "
+                    f"{size} bytes stored"
+                )
+        headers, fix_notes = fix_for_body(
+            headers, size, status=status, method=hop.method, body_known=body_known
+        )
+        protocol, _, status_rest = status_line.partition(" ")
+        notes += fix_notes
+        warc_headers = {
+            "WARC-Record-ID": record_id,
+            "WARC-Date": rfc3339(hop.response_wall_time or hop.wall_time),
+        }
+        if hop.remote_ip:
+            warc_headers["WARC-IP-Address"] = hop.remote_ip.strip("[]")
+        if truncated:
+            warc_headers["WARC-Truncated"] = truncated
+        stream: BinaryIO = open(body.path, "rb") if size and body is not None else io.BytesIO(b"")
+        try:
+            rec = self.writer.create_warc_record(
+                hop.url,
+                "response",
+                payload=stream,
+                length=size,
+                warc_headers_dict=warc_headers,
+                http_headers=StatusAndHeaders(status_rest, headers, protocol=protocol),
+            )
+            for proto in filter(None, [hop.protocol, _tls_protocol(hop)]):
+                rec.rec_headers.add_header("WARC-Protocol", proto)
+            self._write(rec)
+        finally:
+            stream.close()
+        return notes
+
+    def resource(self, res: Resource, date: str) -> str:
+        headers = {"WARC-Date": date}
+        if res.refers_to_main and self.main_response_id:
+            headers["WARC-Refers-To"] = self.main_response_id
+        size = res.path.stat().st_size
+        with open(res.path, "rb") as f:
+            rec = self.writer.create_warc_record(
+                res.uri,
+                res.record_type,
+                payload=f,
+                length=size,
+                warc_content_type=res.media_type,
+                warc_headers_dict=headers,
+            )
+            return self._write(rec)
+
+    def close(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
