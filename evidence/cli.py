@@ -284,6 +284,74 @@ def _exhibit_summary(ex: Any) -> dict[str, Any]:
 
 
 @app.command()
+def export(
+    case: str = typer.Argument(..., help="Case id to export."),
+    output: Path = typer.Option(..., "-o", "--output", help="The case file to write (.wacz)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write one case as a WACZ case file with records, proofs, checkpoints, anchors and keys."""
+    from evidence.case import export_case
+
+    led = _open()
+    try:
+        s = export_case(led, case, output, progress=None if as_json else (lambda m: err.print(f"  {m}", highlight=False)))
+    finally:
+        led.close()
+    info = {"path": str(s.path), "case": s.case, "exhibits": s.exhibits, "records": s.records, "files": s.files, "bytes": s.bytes, "checkpoint_size": s.checkpoint_size}
+    if as_json:
+        emit(info)
+    else:
+        out.print(f"Case {case}: {s.exhibits} exhibit(s), {s.records} record(s), {s.files} files -> {s.path}")
+
+
+@app.command()
+def verify(
+    case_file: Path = typer.Argument(..., help="Case file (.wacz) to verify."),
+    trust: list[str] = typer.Option([], "--trust", help="Log verifier key (vkey, file or directory) to pin."),
+    tsa_root: list[Path] = typer.Option([], "--tsa-root", help="TSA root certificate (PEM) to verify timestamps (also EVIDENCE_TSA_ROOTS)."),
+    witness: list[str] = typer.Option([], "--witness", help="Witness cosignature vkey to trust."),
+    min_witnesses: int = typer.Option(0, "--min-witnesses", help="Require this many trusted witness cosignatures."),
+    require_trust: bool = typer.Option(False, "--require-trust", help="Fail unless keys are pinned with --trust."),
+    report: Path | None = typer.Option(None, "--report", help="Write a bilingual HTML report here."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Verify a case file offline: digests, signatures, proofs, checkpoints, anchors."""
+    from verify.case import verify_case
+    from verify.report import write_report
+
+    res = verify_case(
+        case_file, trust=_read_trust(trust) if trust else (), tsa_roots=_tsa_roots(tsa_root),
+        witnesses=witness, min_witnesses=min_witnesses,
+    )
+    if report is not None:
+        write_report(res, case_file, report)
+    if as_json:
+        emit(res.to_json())
+    else:
+        table = Table(title=f"Case {res.case}: {len(res.checks)} checks")
+        for col in ("check", "result", "where", "detail"):
+            table.add_column(col, overflow="fold")
+        shown = [c for c in res.checks if not c.ok] or [c for c in res.checks if c.name not in ("file-digest", "artifact-digest")]
+        for c in shown[:60]:
+            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.where or "", c.detail)
+        out.print(table)
+        for ex in res.exhibits:
+            out.print(f"exhibit {ex['index']}: {ex['url']} captured {ex.get('started')} by {ex.get('operator')}", highlight=False)
+        if report is not None:
+            out.print(f"Report: {report}")
+    first = res.first_failure
+    if first is not None:
+        fail(f"case file is INVALID: {first.where}: {first.detail}", 1)
+    if require_trust and not res.trusted:
+        fail("no keys pinned (--trust): the bundle's keys are self-declared", 1)
+    if not as_json:
+        if res.trusted:
+            out.print("[green]Case file is valid (keys pinned).[/]")
+        else:
+            out.print("[yellow]Case file is intact, but its keys are self-declared: pin the log key with --trust.[/]")
+
+
+@app.command()
 def checkpoint(as_json: bool = JsonOpt) -> None:
     """Sign a checkpoint of the current tree (after proving it extends the last one)."""
     led = _open()
