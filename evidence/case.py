@@ -1,368 +1,784 @@
-"""Case files: one WACZ 1.1.1 ZIP that carries a case's exhibits and their proofs.
+"""Case files: one WACZ 1.1.1 ZIP that carries a case and everything to verify it.
 
-Layout (WACZ parts first, then ours; every file sits one folder deep, which
-is what WACZ validators expect)::
+    summary = export_case(ledger, "SAMR-2026-017", Path("case.wacz"))
+    with CaseReader("case.wacz") as z:
+        case = load_json(z.read(CASE_JSON), CASE_JSON)
 
-    archive/<index>-<name>.warc.gz     web archives of the exhibits
-    indexes/index.cdxj                 CDXJ index of those WARCs
-    pages/pages.jsonl                  one page per exhibit
-    datapackage.json                   every other file: path, bytes, sha256
-    datapackage-digest.json            sha256 of datapackage.json
-    evidence/case.json                 case id, log origin, exhibits, checkpoint
-    records/<index>.json               exact record bytes
-    proofs/<index>.tlog-proof          C2SP tlog-proof against the case checkpoint
-    checkpoints/<size>.note            signed checkpoints (with cosignatures)
-    consistency/<a>-<b>.proof          consistency proofs between them
-    exhibits/<index>-exhibit.json      exhibit manifests; exhibits/<index>-<name> other artifacts
-    anchors/<sha256>                   TSA tokens, chains, cosignatures, receipts
-    keys/log-<n>.vkey                  the log's verifier keys (self-declared)
+Layout (every path lowercase ``[a-z0-9._-]``, at most one folder deep: py-wacz
+``validate`` matches only the last two path components of a file against
+``datapackage.json``, and frictionless requires resource names of that form)::
 
-Writing streams every file through the hash into the ZIP; reading checks
-every entry name, size and compression ratio before a byte is used.
+    archive/<index>-<name>.warc.gz        WARC artifacts of exhibits (stored, not deflated)
+    indexes/index.cdxj                    CDXJ index of the WARCs (cdxj-indexer)
+    pages/pages.jsonl                     one page per exhibit with a WARC
+    evidence/case.json                    map of the bundle (trusted for nothing)
+    evidence/record-<index>.json          exact record bytes
+    evidence/record-<index>.tlog-proof    C2SP tlog-proof against the bundle's checkpoint
+    evidence/exhibit-<index>.json         exact exhibit manifest bytes
+    evidence/exhibit-<index>-<name>       non-WARC artifacts (screenshots, DOM, MHTML...)
+    evidence/checkpoint-<size>.note       signed checkpoints, exactly as signed
+    evidence/consistency-<a>-<b>.proof    RFC 6962 consistency proofs between them
+    evidence/key-<key id>.vkey            the log's verifier keys (self-declared)
+    evidence/anchor-<index>-<what>        TSA tokens and chains, cosignatures, receipts
+    evidence/tsa-root-<n>.pem             TSA roots known to the exporter (self-declared)
+    datapackage.json                      every other file with its SHA-256
+    datapackage-digest.json               SHA-256 of datapackage.json
+
+Export appends a ``case-export`` custody record listing the leaf hash of
+every record in the bundle, then signs a checkpoint over it: a verifier can
+then tell a bundle that lost a record from a complete one.
+
+The reader (``CaseReader``) assumes the ZIP is hostile: it rejects unsafe
+names, duplicates, symlinks, encryption, overlapping entries and bombs before
+reading anything, and streams each entry with a byte cap. It never extracts.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
-import json
 import os
 import re
 import stat
+import struct
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from . import __version__
-from .canonical import loads
+from .canonical import CanonicalizationError, loads
 from .digest import CHUNK
-from .errors import CaseFileError, UsageError
-from .record import parse_record
+from .errors import CaseFileError, IntegrityError, UsageError
+from .record import Record, utc_now
 
+FILE_TYPE = "evidence-chain/case-file"
+FILE_VERSION = 1
+EXPORT_KIND = "case-export"
 WACZ_VERSION = "1.1.1"
-STORED_TYPES = ("application/warc", "image/png", "image/jpeg", "video/", "audio/", "application/gzip", "application/zip")
-KEY_KINDS = ("log-init", "key-rotation", "key-add")
 
-# Reader limits: generous for real cases, fatal for bombs.
-MAX_ENTRIES = 200_000
-MAX_ENTRY_BYTES = 64 << 30
-MAX_TOTAL_BYTES = 256 << 30
-MAX_RATIO = 200  # uncompressed / compressed, for entries over 1 MiB
-MAX_JSON_BYTES = 64 << 20
-_SAFE_NAME = re.compile(r"[A-Za-z0-9._@+\-]+(/[A-Za-z0-9._@+\-]+)*")
+CASE_JSON = "evidence/case.json"
+DATAPACKAGE = "datapackage.json"
+DATAPACKAGE_DIGEST = "datapackage-digest.json"
+PAGES = "pages/pages.jsonl"
+INDEX = "indexes/index.cdxj"
+
+# Already-compressed formats gain nothing from deflate, and WACZ requires
+# WARCs stored so that replay tools can read records by byte range.
+_STORED_EXT = (".gz", ".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4", ".webm", ".mkv", ".ts",
+               ".zip", ".pdf", ".zst", ".br", ".avif", ".mp3", ".m4a", ".ogg")
+_SAFE = re.compile(r"[^a-z0-9._-]+")
+
+ProgressFn = Callable[[str], None]
 
 
-@dataclass
+def safe_name(name: str) -> str:
+    """A lowercase ``[a-z0-9._-]`` form of an artifact name (never empty, no leading dot)."""
+    s = _SAFE.sub("-", name.lower()).strip("-.")
+    return (s or "file")[:120]
+
+
+def record_path(index: int) -> str:
+    return f"evidence/record-{index}.json"
+
+
+def proof_path(index: int) -> str:
+    return f"evidence/record-{index}.tlog-proof"
+
+
+def manifest_path(index: int) -> str:
+    return f"evidence/exhibit-{index}.json"
+
+
+def checkpoint_path(size: int) -> str:
+    return f"evidence/checkpoint-{size}.note"
+
+
+def consistency_path(old: int, new: int) -> str:
+    return f"evidence/consistency-{old}-{new}.proof"
+
+
+# -- consistency proof text ---------------------------------------------------------
+
+CONSISTENCY_HEADER = "evidence-chain/consistency-proof@v1"
+
+
+def format_consistency(old: int, new: int, hashes: Sequence[bytes]) -> str:
+    """``header / old N / new M / base64 hash per line``: same spirit as C2SP tlog-proof."""
+    import base64
+
+    lines = [CONSISTENCY_HEADER, f"old {old}", f"new {new}", *(base64.b64encode(h).decode() for h in hashes)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_consistency(text: str) -> tuple[int, int, list[bytes]]:
+    import base64
+    import binascii
+
+    from .errors import ProofError
+
+    if not text.endswith("\n"):
+        raise ProofError("consistency proof must end with a newline")
+    lines = text[:-1].split("\n")
+    if len(lines) < 3 or lines[0] != CONSISTENCY_HEADER:
+        raise ProofError(f"consistency proof must start with {CONSISTENCY_HEADER!r}, old and new lines")
+    sizes = []
+    for line, word in ((lines[1], "old "), (lines[2], "new ")):
+        digits = line[len(word):]
+        if not line.startswith(word) or not re.fullmatch(r"0|[1-9][0-9]{0,18}", digits):
+            raise ProofError(f"consistency proof line {line[:30]!r} is not '{word}<size>'")
+        sizes.append(int(digits))
+    if len(lines) - 3 > 126:
+        raise ProofError("consistency proof has more hashes than any tree can need")
+    hashes = []
+    for line in lines[3:]:
+        try:
+            h = base64.b64decode(line, validate=True)
+        except (ValueError, binascii.Error):
+            raise ProofError("consistency proof hash is not base64") from None
+        if len(h) != 32:
+            raise ProofError(f"consistency proof hash is {len(h)} bytes, expected 32")
+        hashes.append(h)
+    return sizes[0], sizes[1], hashes
+
+
+# -- export -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
 class ExportSummary:
     path: Path
     case: str
     exhibits: int
     records: int
     files: int
-    bytes: int
+    bytes: int  # sum of the files' sizes (uncompressed)
     checkpoint_size: int
+    export_record: int | None
+    anchors: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "case": self.case,
+            "exhibits": self.exhibits,
+            "records": self.records,
+            "files": self.files,
+            "bytes": self.bytes,
+            "checkpoint_size": self.checkpoint_size,
+            "export_record": self.export_record,
+            "anchors": self.anchors,
+        }
 
 
 @dataclass
-class _Entry:
+class _Resource:
     path: str
-    size: int
     sha256: str
+    size: int
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+class _ZipWriter:
+    """Streams files into the ZIP, hashing as it copies; remembers every resource."""
 
+    def __init__(self, f: BinaryIO, progress: ProgressFn | None):
+        self.zf = zipfile.ZipFile(f, "w", allowZip64=True)
+        self.resources: list[_Resource] = []
+        self.progress = progress
+        self._names: set[str] = set()
 
-def _safe_part(name: str) -> str:
-    """A file name safe inside the ZIP (manifest names come from captures)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._@+\-]", "_", name).lstrip(".") or "file"
-    return cleaned[:120]
+    def _info(self, path: str, size: int) -> zipfile.ZipInfo:
+        if path in self._names:  # never two entries of one name: the reader rejects them
+            raise IntegrityError(f"case file would hold {path} twice")
+        self._names.add(path)
+        zi = zipfile.ZipInfo(path, date_time=_zip_time())
+        zi.compress_type = zipfile.ZIP_STORED if path.endswith(_STORED_EXT) else zipfile.ZIP_DEFLATED
+        zi.external_attr = (stat.S_IFREG | 0o644) << 16
+        zi.file_size = size
+        return zi
 
-
-class _Writer:
-    def __init__(self, zf: zipfile.ZipFile):
-        self.zf = zf
-        self.entries: list[_Entry] = []
-
-    def stream(self, path: str, src: BinaryIO, media_type: str = "") -> _Entry:
-        compress = zipfile.ZIP_STORED if media_type.startswith(STORED_TYPES) or path.endswith(".gz") else zipfile.ZIP_DEFLATED
-        info = zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0))
-        info.compress_type = compress
-        info.external_attr = 0o644 << 16
+    def add_stream(self, path: str, src: BinaryIO, size: int, *, listed: bool = True) -> str:
+        if self.progress and size >= 1 << 20:
+            self.progress(f"{path} ({size / 1e6:,.1f} MB)")
         h = hashlib.sha256()
         n = 0
-        with self.zf.open(info, "w", force_zip64=True) as out:
+        zi = self._info(path, size)
+        # force_zip64 when large: zipfile must reserve the ZIP64 extra before it knows the size.
+        with self.zf.open(zi, "w", force_zip64=size >= (1 << 31)) as out:
             while chunk := src.read(CHUNK):
                 h.update(chunk)
                 out.write(chunk)
                 n += len(chunk)
-        e = _Entry(path, n, h.hexdigest())
-        self.entries.append(e)
-        return e
+        if n != size:
+            raise IntegrityError(f"{path}: read {n} bytes, expected {size} (the store changed under us)")
+        digest = h.hexdigest()
+        if listed:
+            self.resources.append(_Resource(path, digest, n))
+        return digest
 
-    def bytes(self, path: str, data: bytes, media_type: str = "") -> _Entry:
-        return self.stream(path, io.BytesIO(data), media_type)
+    def add_bytes(self, path: str, data: bytes, *, listed: bool = True) -> str:
+        return self.add_stream(path, io.BytesIO(data), len(data), listed=listed)
+
+    def close(self) -> None:
+        self.zf.close()
+
+    def abort(self) -> None:
+        # The temp file is about to be deleted: writing a central directory
+        # into it (as ZipFile.close, or its finaliser, would) is pointless.
+        self.zf.fp = None
+
+
+def _zip_time() -> tuple[int, int, int, int, int, int]:
+    import time
+
+    t = time.gmtime()
+    return (max(t.tm_year, 1980), t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
 
 
 def export_case(
-    ledger: Any, case: str, out: Path | str, *, progress: Callable[[str], None] | None = None
+    ledger: Any,
+    case_id: str,
+    out_path: Path | str,
+    *,
+    progress: ProgressFn | None = None,
+    tsa_roots: Sequence[bytes] = (),
+    record_export: bool = True,
 ) -> ExportSummary:
-    """Write case ``case`` of ``ledger`` to ``out`` (a .wacz), atomically."""
-    from ledger import merkle
-    from ledger.checkpoint import TlogProof, format_proof
+    """Write the case file for ``case_id`` to ``out_path`` (atomically: temp file, then rename).
 
-    out = Path(out)
-    case_records = list(ledger.store.iter_records(case=case))
-    if not case_records:
-        raise UsageError(f"no records for case {case!r}")
-    say = progress or (lambda _m: None)
-    cp = ledger.checkpoint()  # covers every record of the case
-    # Key provenance and anchors travel with the case: the verifier needs the
-    # records that introduced each key, and the anchors of the checkpoints.
-    key_records = []
-    for kind in KEY_KINDS:
-        key_records.extend(ledger.store.iter_records(kind=kind, end=cp.size))
-    anchor_recs = list(ledger.store.iter_records(kind="anchor", end=cp.size))
-    checkpoints = {c.size: c for c in ledger.store.checkpoints() if c.size <= cp.size}
-    first = min(r.index for r in case_records)
-    anchored_sizes = set()
-    wanted_anchors = []
-    for r in anchor_recs:
-        p = parse_record(r.body, expect_index=r.index).payload
-        size = p.get("checkpoint_size")
-        if isinstance(size, int) and size > first and size in checkpoints:
-            anchored_sizes.add(size)
-            wanted_anchors.append((r, p))
-    sizes = sorted(anchored_sizes | {cp.size})
-    records = {r.index: r for r in [*case_records, *key_records, *(r for r, _ in wanted_anchors)]}
+    ``ledger`` is a ``ledger.log.Ledger``. With ``record_export`` (the default)
+    a ``case-export`` record listing every exported record is appended, then a
+    checkpoint is signed over it (both need the signing key). ``tsa_roots``
+    are PEM/DER bytes of TSA root certificates to ship as self-declared trust
+    material. Memory stays constant in the size of the artifacts.
+    """
+    from ledger import checkpoint as cpmod  # ledger depends on evidence, not the reverse at import time
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    os.close(fd)
+    out_path = Path(out_path)
+    if not isinstance(case_id, str) or not case_id.strip():
+        raise UsageError("export needs a case id")
+    case_recs = list(ledger.records(case=case_id))
+    if not case_recs:
+        raise UsageError(f"no records for case {case_id!r} in this ledger")
+
+    # Records that prove the keys: log-init, every rotation and key addition so
+    # far, since the export record and checkpoint are signed by today's key.
+    key_recs: dict[int, Record] = {}
+    for kind in ("log-init", "key-rotation", "key-add"):
+        for s in ledger.store.iter_records(kind=kind):
+            key_recs[s.index] = _parse(s.body, s.index)
+    included: dict[int, Record] = {r.index: r for r in case_recs}
+    included.update(key_recs)
+
+    # Exhibits: manifests from the store; artifacts mapped to bundle paths.
+    exhibits: list[dict[str, Any]] = []
+    files: list[tuple[str, str, int]] = []  # (bundle path, store sha256, size), artifacts and manifests
+    pages: list[dict[str, Any]] = []
+    warcs: list[tuple[str, str]] = []  # (archive basename, store sha256)
+    for r in case_recs:
+        if r.kind != "exhibit":
+            continue
+        m = r.payload.get("manifest") or {}
+        msha, msize = m.get("sha256"), m.get("size")
+        with ledger.artifacts.open(msha) as f:
+            manifest_raw = f.read(int(msize) + 1)
+        manifest = loads(manifest_raw)
+        files.append((manifest_path(r.index), msha, len(manifest_raw)))
+        amap: dict[str, str] = {}
+        used: set[str] = set()
+        for a in manifest.get("artifacts", []):
+            is_warc = a.get("role") == "warc" or str(a.get("media_type", "")).startswith("application/warc")
+            base = safe_name(a["name"])
+            if is_warc:
+                gz = _is_gzip(ledger.artifacts, a["sha256"])
+                base = re.sub(r"(\.warc)?(\.gz)?$", "", base) + (".warc.gz" if gz else ".warc")
+            stem = f"{r.index}-{base}"
+            n = 2
+            while stem in used:  # two names that sanitise alike
+                stem = f"{r.index}-{n}-{base}"
+                n += 1
+            used.add(stem)
+            path = f"archive/{stem}" if is_warc else f"evidence/exhibit-{stem}"
+            amap[a["name"]] = path
+            files.append((path, a["sha256"], int(a["size"])))
+            if is_warc:
+                warcs.append((stem, a["sha256"]))
+        info = manifest.get("info") or {}
+        exhibits.append({"index": r.index, "manifest": manifest_path(r.index), "artifacts": amap})
+        if any(p.startswith("archive/") for p in amap.values()):
+            url = info.get("final_url") or info.get("url")
+            if isinstance(url, str) and url:
+                page: dict[str, Any] = {"id": f"exhibit-{r.index}", "url": url,
+                                        "ts": info.get("started") or r.time}
+                if info.get("title"):
+                    page["title"] = str(info["title"])
+                pages.append(page)
+
+    # The index and page list are derived files no exhibit manifest covers:
+    # their digests go into the signed export record, so neither can be
+    # rewritten once the bundle leaves (a forged index would replay other bytes).
+    workdir = tempfile.TemporaryDirectory(prefix="evidence-cdxj-")
+    index_file = Path(workdir.name) / "index.cdxj"
+    _write_cdxj(ledger.artifacts, warcs, Path(workdir.name), index_file)
+    pages_raw = _pages_jsonl(case_id, pages)
+    derived = {INDEX: _file_sha256(index_file), PAGES: hashlib.sha256(pages_raw).hexdigest()}
+
+    # Anchors: for each exported record, the anchors of the first anchored
+    # checkpoint covering it (chosen before the export record, which lists them).
+    anchors_by_size: dict[int, list[Record]] = {}
+    for s in ledger.store.iter_records(kind="anchor"):
+        a = _parse(s.body, s.index)
+        size = a.payload.get("checkpoint_size")
+        if isinstance(size, int) and 0 < size <= s.index:
+            anchors_by_size.setdefault(size, []).append(a)
+    anchored = sorted(anchors_by_size)
+    chosen: set[int] = set()
+    for i in included:
+        first = next((s for s in anchored if s > i), None)
+        if first is not None:
+            chosen.add(first)
+    anchor_recs = [a for s in sorted(chosen) for a in anchors_by_size[s]]
+    for a in anchor_recs:
+        included[a.index] = a
+
+    export_index: int | None = None
+    if record_export:
+        listed = [{"index": i, "leaf": included[i].leaf.hex()} for i in sorted(included)]
+        rec = ledger.append(EXPORT_KIND, {"records": listed, "derived": derived,
+                                          "software": f"evidence-chain {__version__}"}, case=case_id)
+        included[rec.index] = rec
+        export_index = rec.index
+    cp = ledger.checkpoint()
+    top = max(included)
+    if cp.size <= top:
+        raise IntegrityError(f"checkpoint of size {cp.size} does not cover record {top}")
+
+    notes = {c.size: c for c in ledger.store.checkpoints()}
+    sizes = sorted(chosen | {cp.size})
+    missing = [s for s in sizes if s not in notes]
+    if missing:
+        raise IntegrityError(f"anchored checkpoint(s) {missing} are not in the ledger")
+
+    # Anchor blobs, named by record index and what they are.
+    anchor_entries: list[dict[str, Any]] = []
+    blob_files: list[tuple[str, str]] = []  # (path, sha256)
+    for a in anchor_recs:
+        p = a.payload
+        blobs = {}
+        for field_, suffix in (("token_sha256", "token.tsr"), ("chain_sha256", "chain.pem"),
+                               ("cosignature_sha256", "cosignature.txt"), ("receipt_sha256", "receipt.bin")):
+            d = p.get(field_)
+            if isinstance(d, str) and d in ledger.artifacts:
+                path = f"evidence/anchor-{a.index}-{suffix}"
+                blobs[d] = path
+                blob_files.append((path, d))
+        anchor_entries.append({"index": a.index, "type": p.get("type"), "checkpoint_size": p.get("checkpoint_size"), "blobs": blobs})
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
+    w: _ZipWriter | None = None
     try:
-        with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
-            w = _Writer(zf)
-            exhibits = []
-            warcs: list[tuple[str, str]] = []  # (zip path, store digest)
-            pages = []
-            for idx in sorted(records):
-                r = records[idx]
-                rec = parse_record(r.body, expect_index=idx)
-                w.bytes(f"records/{idx}.json", r.body, "application/json")
-                proof = ledger.store.inclusion_proof(idx, cp.size)
-                w.bytes(f"proofs/{idx}.tlog-proof", format_proof(TlogProof(idx, proof, cp.note)).encode(), "text/plain")
-                if rec.kind != "exhibit":
+        with os.fdopen(fd, "w+b") as f:
+            w = _ZipWriter(f, progress)
+            path_of: dict[str, str] = {}
+            for path, sha, size in files:
+                if not path.startswith("archive/"):
                     continue
-                say(f"exhibit {idx}")
-                msha = rec.payload["manifest"]["sha256"]
-                with ledger.artifacts.open(msha) as f:
-                    w.stream(f"exhibits/{idx}-exhibit.json", f, "application/json")
-                with ledger.artifacts.open(msha) as f:
-                    manifest = loads(f.read())
-                entry: dict[str, Any] = {"index": idx, "manifest": f"exhibits/{idx}-exhibit.json", "artifacts": {}}
-                for art in manifest.get("artifacts", []):
-                    if art.get("media_type") == "application/warc" or art.get("role") == "warc":
-                        zpath = f"archive/{idx}-{_safe_part(art['name'])}"
-                        warcs.append((zpath, art["sha256"]))
-                    else:
-                        zpath = f"exhibits/{idx}-{_safe_part(art['name'])}"
-                    with ledger.artifacts.open(art["sha256"]) as f:
-                        w.stream(zpath, f, art.get("media_type", ""))
-                    entry["artifacts"][art["name"]] = zpath
-                exhibits.append(entry)
-                info = manifest.get("info", {})
-                if info.get("url"):
-                    pages.append(
-                        {
-                            "id": f"exhibit-{idx}",
-                            "url": info.get("final_url") or info["url"],
-                            "ts": info.get("started") or rec.time,
-                            "title": info.get("title") or info["url"],
-                        }
-                    )
-            for size in sizes:
-                w.bytes(f"checkpoints/{size}.note", checkpoints[size].note.encode(), "text/plain")
-            for a, b in zip(sizes, sizes[1:]):
-                proof = ledger.store.consistency_proof(a, b)
-                w.bytes(f"consistency/{a}-{b}.proof", "".join(base64.b64encode(h).decode() + "\n" for h in proof).encode(), "text/plain")
-            for _, p in wanted_anchors:
-                for k in ("token_sha256", "chain_sha256", "cosignature_sha256", "receipt_sha256"):
-                    d = p.get(k)
-                    if isinstance(d, str) and f"anchors/{d}" not in {e.path for e in w.entries}:
-                        with ledger.artifacts.open(d) as f:
-                            w.stream(f"anchors/{d}", f, "application/octet-stream")
-            for n, vkey in enumerate(ledger.config.trusted_vkeys):
-                w.bytes(f"keys/log-{n}.vkey", (vkey + "\n").encode(), "text/plain")
-            say("index")
-            w.bytes("indexes/index.cdxj", _cdxj(ledger, warcs), "application/x-ndjson")
-            header = {"format": "json-pages-1.0", "id": "pages", "title": f"Case {case}"}
-            w.bytes("pages/pages.jsonl", "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in [header, *pages]).encode(), "application/x-ndjson")
+                with ledger.artifacts.open(sha) as src:
+                    got = w.add_stream(path, src, size)
+                if got != sha:
+                    raise IntegrityError(f"artifact sha256:{sha} in the store was altered (now {got})")
+                path_of[path] = sha
+            with open(index_file, "rb") as src:
+                w.add_stream(INDEX, src, index_file.stat().st_size)
+            w.add_bytes(PAGES, pages_raw)
+            for path, sha, size in files:
+                if path.startswith("archive/"):
+                    continue
+                with ledger.artifacts.open(sha) as src:
+                    got = w.add_stream(path, src, size)
+                if got != sha:
+                    raise IntegrityError(f"artifact sha256:{sha} in the store was altered (now {got})")
+            records_meta = []
+            for i in sorted(included):
+                r = included[i]
+                w.add_bytes(record_path(i), r.raw)
+                proof = ledger.store.inclusion_proof(i, cp.size)
+                w.add_bytes(proof_path(i), cpmod.format_proof(cpmod.TlogProof(i, proof, cp.note)).encode("utf-8"))
+                records_meta.append({"index": i, "kind": r.kind, "path": record_path(i), "proof": proof_path(i)})
+            cps_meta = []
+            for s in sizes:
+                w.add_bytes(checkpoint_path(s), notes[s].note.encode("utf-8"))
+                cps_meta.append({"size": s, "path": checkpoint_path(s)})
+            cons_meta = []
+            for a_size, b_size in zip(sizes, sizes[1:]):
+                hashes = ledger.store.consistency_proof(a_size, b_size)
+                w.add_bytes(consistency_path(a_size, b_size), format_consistency(a_size, b_size, hashes).encode())
+                cons_meta.append({"old": a_size, "new": b_size, "path": consistency_path(a_size, b_size)})
+            keys_meta = []
+            for v in _log_vkeys(ledger, included):
+                kid, vkey = v
+                path = key_path(kid)
+                w.add_bytes(path, (vkey + "\n").encode("utf-8"))
+                keys_meta.append({"key_id": kid, "vkey": vkey, "path": path})
+            for path, sha in blob_files:
+                with ledger.artifacts.open(sha) as src:
+                    data = src.read()
+                w.add_bytes(path, data)
+            roots_meta = []
+            for n, pem in enumerate(tsa_roots, 1):
+                path = f"evidence/tsa-root-{n}.pem"
+                w.add_bytes(path, pem)
+                roots_meta.append(path)
             case_json = {
-                "type": "evidence-chain/case",
-                "v": 1,
-                "case": case,
+                "type": FILE_TYPE,
+                "v": FILE_VERSION,
+                "case": case_id,
                 "origin": ledger.origin,
-                "exported": _now(),
+                # The export record's own time when there is one, so the map
+                # asserts nothing the signed records do not.
+                "exported": included[export_index].time if export_index is not None else utc_now(),
                 "software": f"evidence-chain {__version__}",
-                "checkpoint": {"size": cp.size, "path": f"checkpoints/{cp.size}.note"},
-                "checkpoints": sizes,
-                "records": sorted(records),
-                "case_records": sorted(r.index for r in case_records),
+                "checkpoint": {"size": cp.size, "path": checkpoint_path(cp.size)},
+                "export_record": export_index,
+                "records": records_meta,
                 "exhibits": exhibits,
+                "checkpoints": cps_meta,
+                "consistency": cons_meta,
+                "keys": keys_meta,
+                "anchors": anchor_entries,
+                "tsa_roots": roots_meta,
             }
-            w.bytes("evidence/case.json", json.dumps(case_json, ensure_ascii=False, indent=1).encode(), "application/json")
-            package = {
-                "profile": "data-package",
-                "wacz_version": WACZ_VERSION,
-                "title": f"Case {case}",
-                "description": "Evidence case file exported by evidence-chain",
-                "created": _now(),
-                "software": f"evidence-chain {__version__}",
-                "resources": [
-                    {"name": Path(e.path).name, "path": e.path, "hash": f"sha256:{e.sha256}", "bytes": e.size}
-                    for e in w.entries
-                ],
-            }
-            if pages:
-                package["mainPageUrl"] = pages[0]["url"]
-                package["mainPageDate"] = pages[0]["ts"]
-            dp = json.dumps(package, ensure_ascii=False, indent=1).encode()
-            zf.writestr(zipfile.ZipInfo("datapackage.json", (2020, 1, 1, 0, 0, 0)), dp)
-            digest = {"path": "datapackage.json", "hash": "sha256:" + hashlib.sha256(dp).hexdigest()}
-            zf.writestr(zipfile.ZipInfo("datapackage-digest.json", (2020, 1, 1, 0, 0, 0)), json.dumps(digest))
-            total = sum(e.size for e in w.entries)
-            nfiles = len(w.entries) + 2
-        with open(tmp, "rb") as f:
+
+            w.add_bytes(CASE_JSON, case_map_bytes(case_json))
+            dp = _datapackage(case_id, w.resources)
+            w.add_bytes(DATAPACKAGE, dp, listed=False)
+            w.add_bytes(DATAPACKAGE_DIGEST, datapackage_digest(dp), listed=False)
+            w.close()
+            f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
+        os.replace(tmp, out_path)
+    except BaseException:
+        if w is not None:
+            w.abort()
         tmp.unlink(missing_ok=True)
-    return ExportSummary(out, case, len(exhibits), len(records), nfiles, total, cp.size)
+        raise
+    finally:
+        workdir.cleanup()
+    return ExportSummary(
+        out_path, case_id, len(exhibits), len(included), len(w.resources) + 2,
+        sum(r.size for r in w.resources), cp.size, export_index, len(anchor_recs),
+    )
 
 
-def _cdxj(ledger: Any, warcs: list[tuple[str, str]]) -> bytes:
-    """CDXJ lines for the exported WARCs, with the names they have in the ZIP."""
-    from cdxj_indexer import CDXJIndexer
+def _parse(raw: bytes, index: int) -> Record:
+    from .record import parse_record
 
-    lines: list[str] = []
-    for zpath, digest in warcs:
-        buf = io.StringIO()
-        with ledger.artifacts.open(digest) as f:
-            CDXJIndexer(output=buf, inputs=[], filename=Path(zpath).name).process_one(f, buf, Path(zpath).name)
-        lines.extend(ln for ln in buf.getvalue().splitlines() if ln.strip())
-    lines.sort()
-    return ("\n".join(lines) + "\n").encode() if lines else b""
+    return parse_record(raw, expect_index=index)
+
+
+def _is_gzip(store: Any, sha: str) -> bool:
+    with store.open(sha) as f:
+        return bool(f.read(2) == b"\x1f\x8b")
+
+
+def _log_vkeys(ledger: Any, included: dict[int, Record]) -> list[tuple[str, str]]:
+    """(key id, vkey) of every log key the bundle's records introduce (nothing else: the verifier rejects others)."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from ledger.note import vkey_for
+
+    from .keys import key_id_for
+
+    out: dict[str, str] = {}
+    for r in sorted(included.values(), key=lambda r: r.index):
+        b64 = r.payload.get("public_key") if r.kind == "log-init" else (
+            r.payload.get("new_public_key") if r.kind == "key-rotation" else None)
+        if isinstance(b64, str):
+            raw = base64.b64decode(b64)
+            out[key_id_for(raw)] = vkey_for(ledger.origin, Ed25519PublicKey.from_public_bytes(raw))
+    return sorted(out.items())
+
+
+def case_map_bytes(case_map: dict[str, Any]) -> bytes:
+    """The exact bytes of ``evidence/case.json`` (the verifier accepts only this form)."""
+    import json
+
+    return json.dumps(case_map, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
+
+
+def key_path(key_id: str) -> str:
+    return f"evidence/key-{key_id}.vkey"
+
+
+def datapackage_digest(datapackage: bytes) -> bytes:
+    """The exact bytes of ``datapackage-digest.json`` for ``datapackage``.
+
+    Nothing signs this file, so the verifier accepts only this exact form: a
+    changed byte in it cannot hide behind an equivalent JSON spelling.
+    """
+    import json
+
+    digest = {"path": DATAPACKAGE, "hash": "sha256:" + hashlib.sha256(datapackage).hexdigest()}
+    return json.dumps(digest, indent=1).encode()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _pages_jsonl(case_id: str, pages: list[dict[str, Any]]) -> bytes:
+    import json
+
+    lines = [{"format": "json-pages-1.0", "id": "pages", "title": f"Case {case_id}"}, *pages]
+    return "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in lines).encode("utf-8")
+
+
+def _datapackage(case_id: str, resources: list[_Resource]) -> bytes:
+    import json
+
+    now = utc_now()
+    obj = {
+        "profile": "data-package",
+        "resources": [
+            {"name": r.path, "path": r.path, "hash": f"sha256:{r.sha256}", "bytes": r.size} for r in resources
+        ],
+        "wacz_version": WACZ_VERSION,
+        "software": f"evidence-chain {__version__}",
+        "created": now[:19] + "Z",
+        "title": f"Case {case_id}",
+    }
+    return json.dumps(obj, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+def _write_cdxj(store: Any, warcs: list[tuple[str, str]], workdir: Path, out: Path) -> None:
+    """Index all WARCs into one sorted CDXJ (cdxj-indexer spills to disk beyond 32 MB).
+
+    The indexer names each entry by the basename of its input, so each store
+    blob is linked under its archive name in a private temporary directory.
+    """
+    from cdxj_indexer.main import CDXJIndexer
+
+    inputs = []
+    for name, sha in warcs:
+        link = workdir / name
+        os.symlink(store.path_for(sha), link)
+        inputs.append(str(link))
+    if not inputs:
+        out.write_bytes(b"")
+        return
+    with open(out, "w", encoding="utf-8") as fh:
+        CDXJIndexer(output=fh, inputs=inputs, sort=True).process_all()
+
+
+# -- reading (hostile input) ----------------------------------------------------------
+
+MAX_ENTRIES = 200_000
+MAX_JSON_BYTES = 64 << 20
+MAX_ENTRY_SIZE = 1 << 40  # 1 TiB: an honest huge case still opens; bombs are caught by ratio
+MAX_TOTAL_SIZE = 1 << 42
+MAX_RATIO = 200  # deflated entries above 1 MiB may not expand more than this
+RATIO_FLOOR = 1 << 20
+_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile's local file header layout
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    size: int  # uncompressed
+    compressed: int
+    method: int
+    crc: int
+    data_offset: int  # where the entry's (compressed) bytes begin in the file
 
 
 class CaseReader:
-    """Read a case file without trusting it: names, sizes and ratios checked first.
+    """A case file opened for reading: checked structure, streaming access, no extraction.
 
-    Nothing is extracted to disk; entries are streamed from the ZIP with the
-    declared size as a hard cap (zipfile stops there and checks the CRC).
+    Everything about the ZIP is checked before a byte of content is used;
+    a problem with the container raises ``CaseFileError`` (exit 2).
     """
 
     def __init__(self, path: Path | str):
-        self.path = Path(path)
+        p = Path(path)
+        self.path = p
+        self.entries: dict[str, Entry] = {}
         try:
-            self._zf = zipfile.ZipFile(self.path)
-        except FileNotFoundError:
-            raise CaseFileError(f"{self.path}: no such file") from None
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
-            raise CaseFileError(f"{self.path}: not a readable ZIP/WACZ file ({e})") from None
-        try:
-            infos = self._zf.infolist()
-        except (zipfile.BadZipFile, OSError, ValueError) as e:
-            raise CaseFileError(f"{self.path}: damaged ZIP directory ({e})") from None
-        if len(infos) > MAX_ENTRIES:
-            raise CaseFileError(f"{self.path}: {len(infos)} entries (at most {MAX_ENTRIES})")
-        self.infos: dict[str, zipfile.ZipInfo] = {}
-        total = 0
-        for info in infos:
-            name = info.filename
-            if info.is_dir():
-                continue
-            if name.startswith("/") or "\\" in name or "\x00" in name or ".." in name.split("/") or not _SAFE_NAME.fullmatch(name):
-                raise CaseFileError(f"{self.path}: unsafe entry name {name!r}")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise CaseFileError(f"{self.path}: entry {name!r} is a symbolic link")
-            if name in self.infos:
-                raise CaseFileError(f"{self.path}: duplicate entry {name!r}")
-            if info.file_size > MAX_ENTRY_BYTES:
-                raise CaseFileError(f"{self.path}: entry {name!r} is too large ({info.file_size} bytes)")
-            if info.file_size > 1 << 20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-                raise CaseFileError(f"{self.path}: entry {name!r} expands {info.file_size // max(info.compress_size, 1)}x (zip bomb?)")
-            if info.flag_bits & 0x1:
-                raise CaseFileError(f"{self.path}: entry {name!r} is encrypted")
-            total += info.file_size
-            self.infos[name] = info
-        if total > MAX_TOTAL_BYTES:
-            raise CaseFileError(f"{self.path}: {total} bytes uncompressed (at most {MAX_TOTAL_BYTES})")
+            if not p.is_file():
+                raise CaseFileError(f"{p}: no such file" if not p.exists() else f"{p} is not a file")
+            self.file_size = p.stat().st_size
+            zf = zipfile.ZipFile(p)
+        except CaseFileError:
+            raise
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error) as e:
+            raise CaseFileError(f"{p} is not a readable ZIP file (damaged or truncated?): {e}") from None
+        with zf, open(p, "rb") as raw:
+            infos = zf.infolist()
+            if len(infos) > MAX_ENTRIES:
+                raise CaseFileError(f"{p.name} has {len(infos)} entries (at most {MAX_ENTRIES})")
+            total = 0
+            spans: list[tuple[int, int, str]] = []
+            for zi in infos:
+                name = zi.filename
+                if name.endswith("/") and zi.file_size == 0:
+                    _check_name(name.rstrip("/") or "/")
+                    continue  # a directory entry: harmless, nothing to read
+                _check_name(name)
+                if name in self.entries:
+                    raise CaseFileError(f"{name}: appears twice in the ZIP")
+                mode = zi.external_attr >> 16
+                # Many writers store permission bits only (no file type): that is a plain file.
+                if zi.create_system == 3 and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
+                    kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+                    raise CaseFileError(f"{name}: is {kind}")
+                if zi.flag_bits & 0x1:
+                    raise CaseFileError(f"{name}: is encrypted")
+                if zi.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise CaseFileError(f"{name}: unsupported compression method {zi.compress_type}")
+                if zi.file_size > MAX_ENTRY_SIZE:
+                    raise CaseFileError(f"{name}: declares {zi.file_size} bytes (cap {MAX_ENTRY_SIZE})")
+                if zi.compress_type == zipfile.ZIP_STORED and zi.compress_size != zi.file_size:
+                    raise CaseFileError(f"{name}: stored entry with differing sizes")
+                if zi.file_size > RATIO_FLOOR and zi.file_size > MAX_RATIO * max(zi.compress_size, 1):
+                    raise CaseFileError(
+                        f"{name}: expands {zi.file_size // max(zi.compress_size, 1)}:1 (zip bomb?)"
+                    )
+                total += zi.file_size
+                if total > MAX_TOTAL_SIZE:
+                    raise CaseFileError(f"{p.name}: entries add up to more than {MAX_TOTAL_SIZE} bytes")
+                start = _data_offset(raw, zi, self.file_size)
+                end = start + zi.compress_size
+                if end > self.file_size:
+                    raise CaseFileError(f"{name}: runs past the end of the file (truncated?)")
+                spans.append((zi.header_offset, end, name))
+                self.entries[name] = Entry(name, zi.file_size, zi.compress_size, zi.compress_type, zi.CRC, start)
+            # Entries sharing bytes are the "overlapping files" zip bomb (and never honest).
+            spans.sort()
+            for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+                if start < end:
+                    raise CaseFileError(f"{a} and {b} overlap in the ZIP (zip bomb?)")
 
     def close(self) -> None:
-        self._zf.close()
+        pass  # every read opens its own handle, so threads can stream entries at once
+
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def size(self, name: str) -> int:
+        return self.entries[name].size
 
     def __enter__(self) -> CaseReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def names(self) -> list[str]:
-        return list(self.infos)
+        pass
 
     def __contains__(self, name: str) -> bool:
-        return name in self.infos
+        return name in self.entries
 
-    def size(self, name: str) -> int:
-        return self.infos[name].file_size
-
-    def open(self, name: str) -> IO[bytes]:
-        if name not in self.infos:
-            raise CaseFileError(f"{self.path}: missing entry {name!r}")
-        try:
-            return self._zf.open(self.infos[name])
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
-            raise CaseFileError(f"{self.path}: cannot read {name!r} ({e})") from None
+    def iter_chunks(self, name: str, chunk: int = CHUNK) -> Iterator[bytes]:
+        """The entry's bytes in chunks; never more than its declared size (bomb-safe)."""
+        e = self.entries.get(name)
+        if e is None:
+            raise CaseFileError(f"{name}: not in the case file")
+        with open(self.path, "rb") as f:
+            f.seek(e.data_offset)
+            left = e.compressed
+            if e.method == zipfile.ZIP_STORED:
+                # The SHA-256 every entry is checked against supersedes the ZIP CRC; skipping
+                # the CRC keeps verification at one pass over the bytes.
+                while left:
+                    data = f.read(min(chunk, left))
+                    if not data:
+                        raise CaseFileError(f"{name}: ends early (truncated ZIP)")
+                    left -= len(data)
+                    yield data
+                return
+            d = zlib.decompressobj(-15)
+            out_total = 0
+            crc = 0
+            while left or d.unconsumed_tail:
+                if d.unconsumed_tail:
+                    src = d.unconsumed_tail
+                else:
+                    src = f.read(min(chunk, left))
+                    if not src:
+                        raise CaseFileError(f"{name}: ends early (truncated ZIP)")
+                    left -= len(src)
+                try:
+                    data = d.decompress(src, chunk)
+                except zlib.error as ex:
+                    raise IntegrityError(f"{name}: damaged deflate data ({ex})") from None
+                out_total += len(data)
+                if out_total > e.size:
+                    raise CaseFileError(f"{name}: inflates beyond its declared {e.size} bytes (zip bomb?)")
+                if data:
+                    crc = zlib.crc32(data, crc)
+                    yield data
+                if d.eof:
+                    break
+            if not d.eof or out_total != e.size:
+                raise IntegrityError(f"{name}: deflate data ends after {out_total} of {e.size} bytes")
+            if crc != e.crc:
+                raise IntegrityError(f"{name}: CRC-32 does not match (damaged entry)")
 
     def read(self, name: str, cap: int = MAX_JSON_BYTES) -> bytes:
-        if name in self.infos and self.infos[name].file_size > cap:
-            raise CaseFileError(f"{self.path}: {name!r} is {self.infos[name].file_size} bytes (at most {cap} here)")
-        with self.open(name) as f:
-            try:
-                data = f.read(cap + 1)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                raise CaseFileError(f"{self.path}: {name!r} is damaged ({e})") from None
-        if len(data) > cap:
-            raise CaseFileError(f"{self.path}: {name!r} is larger than {cap} bytes")
-        return data
+        e = self.entries.get(name)
+        if e is None:
+            raise CaseFileError(f"{name}: not in the case file")
+        if e.size > cap:
+            raise IntegrityError(f"{name}: {e.size} bytes, more than the {cap}-byte limit for this file")
+        return b"".join(self.iter_chunks(name))
 
-    def json(self, name: str) -> Any:
-        try:
-            return loads(self.read(name))
-        except CaseFileError:
-            raise
-        except Exception as e:  # CanonicalizationError and friends
-            raise CaseFileError(f"{self.path}: {name!r} is not valid JSON ({e})") from None
 
-    def sha256(self, name: str) -> tuple[str, int]:
-        """Hash an entry while streaming it (the only full read of big files)."""
-        h = hashlib.sha256()
-        n = 0
-        with self.open(name) as f:
-            try:
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
-                    n += len(chunk)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
-                raise CaseFileError(f"{self.path}: {name!r} is damaged ({e})") from None
-        return h.hexdigest(), n
+def _check_name(name: str) -> None:
+    """Reject names that could escape a directory or mean two things on two systems."""
+    bad = None
+    if not name or len(name) > 400:
+        bad = "empty or too long"
+    elif name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        bad = "absolute path"
+    elif "\\" in name or "\x00" in name or any(ord(c) < 0x20 for c in name):
+        bad = "backslash or control character"
+    elif any(part in ("", ".", "..") for part in name.split("/")):
+        bad = "'..', '.' or empty path component"
+    if bad:
+        raise CaseFileError(f"unsafe name in ZIP {name[:80]!r}: {bad}")
 
-    def iter_names(self, prefix: str) -> Iterator[str]:
-        return (n for n in self.infos if n.startswith(prefix))
+
+def _data_offset(raw: BinaryIO, zi: zipfile.ZipInfo, size: int) -> int:
+    """Where the entry's data starts, from its local header (checked against the central one)."""
+    if zi.header_offset < 0 or zi.header_offset + _LOCAL.size > size:
+        raise CaseFileError(f"{zi.filename}: local header lies outside the file")
+    raw.seek(zi.header_offset)
+    head = raw.read(_LOCAL.size)
+    if len(head) != _LOCAL.size:
+        raise CaseFileError(f"{zi.filename}: truncated local header")
+    fields = _LOCAL.unpack(head)
+    if fields[0] != b"PK\x03\x04":
+        raise CaseFileError(f"{zi.filename}: bad local header signature")
+    name_len, extra_len = fields[10], fields[11]
+    local_name = raw.read(name_len)
+    flags = fields[3]
+    enc = "utf-8" if flags & 0x800 else "cp437"
+    if local_name.decode(enc, "replace") != zi.filename:
+        raise CaseFileError(f"{zi.filename}: local header names another file")
+    return zi.header_offset + _LOCAL.size + name_len + extra_len
+
+
+def load_json(data: bytes, what: str) -> Any:
+    """Strict JSON (no duplicate keys, no NaN) from bundle bytes, as an IntegrityError."""
+    try:
+        return loads(data)
+    except CanonicalizationError as e:
+        raise IntegrityError(f"{what}: {e}") from None

@@ -1,0 +1,107 @@
+"""Case-file export and verification of a large case: time, throughput, peak memory.
+
+    .venv/bin/python benchmarks/case_io.py [--gib 2] [--exhibits 2]
+
+Builds a ledger whose case holds one exhibit with a WARC of ``--gib`` GiB of
+incompressible data (plus small exhibits), then runs, each in its own
+process so peak RSS is that step's alone:
+
+* baseline: ``hashlib.sha256`` over the big WARC in 1 MiB reads (what
+  ``sha256sum`` costs; a verifier must read every byte at least once);
+* export: ``export_case`` (streams artifacts into the ZIP, hashing as it copies);
+* verify: ``verify_case`` with the log key pinned (every file's SHA-256, every
+  WARC record's digests, proofs and signatures).
+
+Prints each step's seconds, MB/s, peak RSS, and the ratios against the
+baseline. Memory must not grow with the case: compare peak RSS at 1 GiB and
+at 2 GiB (or 5 GiB) runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STEP = textwrap.dedent(
+    """
+    import hashlib, json, resource, sys, time
+    sys.path[:0] = [{root!r}, {root!r} + "/tests/verify"]
+    step, work = sys.argv[1], sys.argv[2]
+    t = time.perf_counter()
+    if step == "baseline":
+        h = hashlib.sha256()
+        with open(work + "/big/page.warc.gz", "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        n = __import__("os").path.getsize(work + "/big/page.warc.gz")
+    elif step == "export":
+        from ledger.log import Ledger
+        from evidence.case import export_case
+        led = Ledger.open(work + "/home")
+        s = export_case(led, "BIG", work + "/case.wacz")
+        led.close()
+        n = s.bytes
+    else:
+        from verify.case import verify_case
+        trust = json.load(open(work + "/trust.json"))
+        r = verify_case(work + "/case.wacz", trust=trust)
+        assert r.ok, r.first_failure
+        n = sum(f["bytes"] for f in r.files.values())
+    dt = time.perf_counter() - t
+    print(json.dumps({{"seconds": dt, "bytes": n, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+    """
+)
+
+
+def build(work: Path, gib: float, exhibits: int) -> None:
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "verify")]
+    from case_fixtures import build_case, make_exhibit_files
+
+    from ledger.log import Ledger
+
+    led = Ledger.init(work / "home", unencrypted=True, origin="bench.example/log")
+    files = make_exhibit_files(work / "big", 0, "http://shop.example/big", warc_extra=int(gib * (1 << 30)))
+    led.seal_exhibit("BIG", files, {"url": "http://shop.example/big", "operator": "bench"})
+    build_case(led, work / "small", "BIG", exhibits=exhibits)
+    (work / "trust.json").write_text(json.dumps(led.config.trusted_vkeys))
+    led.close()
+
+
+def step(name: str, work: Path) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", STEP.format(root=str(ROOT)), name, str(work)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gib", type=float, default=2.0)
+    ap.add_argument("--exhibits", type=int, default=2)
+    ap.add_argument("--dir", type=Path, default=None, help="work directory (default: a temporary one)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.dir) as td:
+        work = Path(td)
+        build(work, args.gib, args.exhibits)
+        base = step("baseline", work)
+        exp = step("export", work)
+        ver = step("verify", work)
+        size = (work / "case.wacz").stat().st_size
+    mb = 1e6
+    print(f"case file: {size / mb:,.0f} MB ({args.gib} GiB WARC + {args.exhibits} small exhibits)")
+    for label, r in (("baseline sha256 of the WARC", base), ("export_case", exp), ("verify_case (pinned key)", ver)):
+        print(f"{label:<30} {r['seconds']:>8.1f} s {r['bytes'] / mb / r['seconds']:>8.0f} MB/s   peak RSS {r['rss_mib']:>6.0f} MiB")
+    print(f"export time / baseline: {exp['seconds'] / base['seconds']:.2f}x;  verify time / baseline: {ver['seconds'] / base['seconds']:.2f}x")
+    print(f"peak RSS, verify minus baseline process: {ver['rss_mib'] - base['rss_mib']:.0f} MiB "
+          f"({(ver['rss_mib'] - base['rss_mib']) / (size / (1 << 20)) * 100:.2f}% of the case size)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
