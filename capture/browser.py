@@ -8,8 +8,13 @@ of its own that we would not see or record.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shlex
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,8 +110,11 @@ class Browser:
     EnvironmentProblem so the CLI can print one line and exit 3.
     """
 
-    def __init__(self, proxy: str | None = None):
+    def __init__(self, proxy: str | None = None, *, headless: bool = True, display: str | None = None):
         self.proxy = proxy
+        self.headless = headless
+        #: X display for a headed browser (e.g. a private Xvfb); None keeps ours
+        self.display = display
         self.executable = find_chromium()
         self._pw: Any = None
         self.browser: Any = None
@@ -118,7 +126,7 @@ class Browser:
             from playwright.async_api import async_playwright
         except ImportError as e:
             raise EnvironmentProblem("the 'playwright' Python package is not installed") from e
-        self._pw = await async_playwright().start()
+        self._pw = await _start_driver(async_playwright)
         sandbox = want_sandbox()
         try:
             try:
@@ -132,6 +140,7 @@ class Browser:
                 self.browser = await self._launch(sandbox)
             self.facts = await self._read_facts()
             self.facts.sandbox = sandbox
+            self.facts.headless = self.headless
         except PlaywrightError as e:
             await self._pw.stop()
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -142,9 +151,10 @@ class Browser:
         return await self._pw.chromium.launch(
             executable_path=str(self.executable),
             args=list(FLAGS),
-            headless=True,
+            headless=self.headless,
             chromium_sandbox=sandbox,
             proxy={"server": self.proxy} if self.proxy else None,
+            env={**os.environ, "DISPLAY": self.display} if self.display else None,
         )
 
     async def _read_facts(self) -> BrowserFacts:
@@ -239,3 +249,83 @@ def _playwright_version() -> str:
         return version("playwright")
     except PackageNotFoundError:
         return "unknown"
+
+
+# -- the video encoder ----------------------------------------------------------
+#
+# Playwright records a context's video by piping screencast frames into an
+# ffmpeg it looks up in its own download registry (``playwright install
+# ffmpeg``). We install nothing from Playwright's CDN: when that ffmpeg is
+# missing, the driver is pointed at a private registry whose ffmpeg entry is
+# the system's (Debian's ffmpeg has the libvpx-vp9 encoder Playwright asks
+# for). Chromium itself never comes from the registry (executable_path).
+
+
+def _registry_ffmpeg_revision() -> str | None:
+    try:
+        import playwright
+
+        browsers = Path(playwright.__file__).parent / "driver" / "package" / "browsers.json"
+        for b in json.loads(browsers.read_text("utf-8"))["browsers"]:
+            if b.get("name") == "ffmpeg":
+                return str(b["revision"])
+    except (ImportError, OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _registry_dir() -> Path:
+    env = os.environ.get("PLAYWRIGHT_BROWSERS_PATH")
+    if env and env != "0":
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ms-playwright"
+
+
+@functools.lru_cache(maxsize=1)
+def video_encoder() -> dict[str, Any]:
+    """The ffmpeg that encodes process videos, and the registry that makes Playwright use it."""
+    rev = _registry_ffmpeg_revision()
+    if rev is None or not sys.platform.startswith("linux"):
+        return {"ffmpeg": None, "registry": None, "statement": "Playwright's own ffmpeg lookup is used"}
+    own = _registry_dir() / f"ffmpeg-{rev}" / "ffmpeg-linux"
+    if own.is_file():
+        return {"ffmpeg": str(own), "version": _ffmpeg_version(own), "registry": None, "source": "playwright"}
+    system = shutil.which("ffmpeg")
+    if system is None:
+        return {"ffmpeg": None, "registry": None, "statement": "no ffmpeg: process videos cannot be recorded"}
+    shim = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evidence-chain" / "playwright"
+    link = shim / f"ffmpeg-{rev}" / "ffmpeg-linux"
+    try:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not (link.is_symlink() and os.readlink(link) == system):
+            tmp = link.with_name(f".ffmpeg-linux.{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(system)
+            os.replace(tmp, link)
+    except OSError as e:
+        return {"ffmpeg": None, "registry": None, "statement": f"cannot prepare the video encoder: {e}"}
+    return {"ffmpeg": system, "version": _ffmpeg_version(Path(system)), "registry": str(shim), "source": "system"}
+
+
+def _ffmpeg_version(path: Path) -> str:
+    try:
+        out = subprocess.run([str(path), "-version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.splitlines()[0] if out else ""
+
+
+async def _start_driver(async_playwright: Any) -> Any:
+    registry = video_encoder().get("registry")
+    if not registry:
+        return await async_playwright().start()
+    # The driver reads its registry location once, from the environment it starts with.
+    before = os.environ.get("PLAYWRIGHT_BROWSERS_PATH")
+    os.environ["PLAYWRIGHT_BROWSERS_PATH"] = registry
+    try:
+        return await async_playwright().start()
+    finally:
+        if before is None:
+            os.environ.pop("PLAYWRIGHT_BROWSERS_PATH", None)
+        else:
+            os.environ["PLAYWRIGHT_BROWSERS_PATH"] = before

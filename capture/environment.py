@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import http.client
 import os
 import platform
 import shutil
@@ -188,3 +189,213 @@ def _user() -> str:
         return pwd.getpwuid(os.geteuid()).pw_name
     except (ImportError, KeyError, AttributeError):
         return os.environ.get("USER", "")
+
+
+# -- the clean-environment check made before each capture ------------------------
+#
+# Everything here lands in the exhibit manifest, which is canonical JSON and
+# has no floats: durations and offsets are whole milliseconds.
+
+CHECK_TIMEOUT = 5.0
+#: an echo endpoint's answer is read up to this size; an IP address is short
+ECHO_LIMIT = 4096
+
+
+def _opener(proxy: str | None) -> tuple[Any, str]:
+    import urllib.request
+
+    if proxy and urlsplit(proxy).scheme in ("http", "https"):
+        handler = urllib.request.ProxyHandler({"http": proxy, "https": proxy})
+        return urllib.request.build_opener(handler), f"through the browser's proxy {_redact(proxy)}"
+    # The browser's route is what matters; environment proxies would be a
+    # different route than the one the browser was given.
+    route = "direct"
+    if proxy:
+        route = f"direct (the browser's proxy {_redact(proxy)} is not an HTTP proxy this check can use)"
+    return urllib.request.build_opener(urllib.request.ProxyHandler({})), route
+
+
+def _fetch(url: str, proxy: str | None, timeout: float, limit: int) -> tuple[Any, bytes, float, float, str]:
+    """GET ``url``; return (headers, first ``limit`` bytes, wall time sent, wall time answered, route)."""
+    import urllib.request
+
+    opener, route = _opener(proxy)
+    req = urllib.request.Request(url, headers={"User-Agent": tool_version(), "Cache-Control": "no-cache"})
+    sent = time.time()
+    with opener.open(req, timeout=timeout) as resp:
+        answered = time.time()
+        body = resp.read(limit)
+        return resp.headers, body, sent, answered, route
+
+
+def _failure(e: BaseException) -> str:
+    reason = getattr(e, "reason", None)
+    if reason is not None and not isinstance(e, TimeoutError):
+        return str(reason)
+    return str(e) or type(e).__name__
+
+
+def http_date_clock(url: str, *, proxy: str | None = None, timeout: float = CHECK_TIMEOUT) -> dict[str, Any]:
+    """This machine's clock against the ``Date`` header of an HTTP server.
+
+    An HTTP-date is truncated to the second, so the server's time lies in
+    [Date, Date + 1 s); the offset is taken from the middle of that second to
+    the middle of our request, and the uncertainty is half a second plus half
+    the round trip.
+    """
+    import email.utils
+    import urllib.error
+
+    out: dict[str, Any] = {"source": "http-date", "url": url}
+    sent = time.time()
+    try:
+        headers, _, sent, answered, route = _fetch(url, proxy, timeout, 0)
+    except urllib.error.HTTPError as e:
+        # An error status still carries the server's Date.
+        headers, answered, route = e.headers, time.time(), _opener(proxy)[1]
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        return {**out, "reachable": False, "error": _failure(e)}
+    out["route"] = route
+    date = headers.get("Date") if headers is not None else None
+    try:
+        server = email.utils.parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        server = None
+    if server is None:
+        return {**out, "reachable": True, "error": f"no usable Date header (got {date!r})"}
+    local = (sent + answered) / 2
+    return {
+        **out,
+        "reachable": True,
+        "server_date": date,
+        "local_time": rfc3339(local),
+        "offset_ms": round((server + 0.5 - local) * 1000),
+        "uncertainty_ms": round((0.5 + (answered - sent) / 2) * 1000),
+        "round_trip_ms": round((answered - sent) * 1000),
+    }
+
+
+def anchor_clock(anchor: dict[str, Any], *, now: dt.datetime | None = None) -> dict[str, Any]:
+    """This machine's clock against the latest RFC 3161 anchor in the ledger.
+
+    ``anchor`` holds the TSA's genTime (``gen_time``) and the time this
+    machine wrote on the anchor record (``record_time``) moments later. Their
+    difference is the clock's offset when the anchor was made (the TSA round
+    trip included); a clock now earlier than genTime has been set back since.
+    """
+    gen = _parse_time(anchor["gen_time"])
+    written = _parse_time(anchor["record_time"])
+    now = now or now_utc()
+    offset = round((gen - written).total_seconds() * 1000)
+    return {
+        "source": "rfc3161-anchor",
+        "tsa": anchor.get("tsa"),
+        "anchor_record": anchor.get("record_index"),
+        "checkpoint_size": anchor.get("checkpoint_size"),
+        "gen_time": anchor["gen_time"],
+        "record_time": anchor["record_time"],
+        "offset_ms": offset,
+        # genTime is usually whole seconds, and the record is written after the reply.
+        "uncertainty_ms": 1000,
+        "measured_ago_s": int((now - written).total_seconds()),
+        "clock_after_gen_time": now >= gen,
+    }
+
+
+def _parse_time(value: str) -> dt.datetime:
+    t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+
+
+def clock_check(
+    *,
+    time_source: str | None,
+    anchor: dict[str, Any] | None,
+    max_offset: float,
+    proxy: str | None = None,
+    timeout: float = CHECK_TIMEOUT,
+) -> tuple[dict[str, Any], list[str]]:
+    """The clock's offset from the configured HTTP-date source, else from the latest anchor.
+
+    Returns the facts and the warnings to put into the exhibit.
+    """
+    limit_ms = round(max_offset * 1000)
+    warnings: list[str] = []
+    if time_source:
+        ref = http_date_clock(time_source, proxy=proxy, timeout=timeout)
+    elif anchor:
+        ref = anchor_clock(anchor)
+    else:
+        ref = {"source": None, "reachable": False, "error": "no time source configured and no RFC 3161 anchor in the ledger"}
+    ref["max_offset_ms"] = limit_ms
+    offset = ref.get("offset_ms")
+    if offset is None:
+        ref["within_limit"] = None
+        # Nothing to check against is a fact for the record; a source that
+        # was asked for and failed is worth a warning.
+        if time_source:
+            warnings.append(f"system clock not checked: {time_source}: {ref.get('error')}")
+    else:
+        ref["within_limit"] = abs(offset) <= limit_ms
+        where = ref.get("url") or f"the RFC 3161 anchor of {ref.get('gen_time')}"
+        if not ref["within_limit"]:
+            warnings.append(
+                f"system clock is {abs(offset) / 1000:.1f} s {'behind' if offset > 0 else 'ahead of'} "
+                f"{where} (limit {max_offset:g} s): the capture times in this exhibit are off by that much"
+            )
+        if ref.get("clock_after_gen_time") is False:
+            warnings.append(f"system clock is earlier than the last RFC 3161 anchor ({ref['gen_time']})")
+    return ref, warnings
+
+
+def outbound_ip(url: str | None, *, proxy: str | None = None, timeout: float = CHECK_TIMEOUT) -> dict[str, Any]:
+    """The public address the capture's traffic leaves from, as an echo endpoint sees it.
+
+    The endpoint may answer with the bare address or with JSON carrying it
+    under ``ip``, ``origin`` or ``address``.
+    """
+    import ipaddress
+    import json
+
+    if not url:
+        return {"checked": False, "reason": "no IP echo endpoint configured"}
+    out: dict[str, Any] = {"checked": True, "endpoint": url}
+    try:
+        _, body, _, _, route = _fetch(url, proxy, timeout, ECHO_LIMIT)
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        return {**out, "reachable": False, "error": _failure(e)}
+    out.update(reachable=True, route=route)
+    text = body.decode("utf-8", "replace").strip()
+    candidate = text
+    try:
+        obj = json.loads(text)
+        if isinstance(obj, dict):
+            candidate = str(next((obj[k] for k in ("ip", "origin", "address") if k in obj), ""))
+    except ValueError:
+        pass
+    # httpbin-style "origin" lists every hop; the last is the one the server saw.
+    candidate = candidate.split(",")[-1].strip()
+    try:
+        out["ip"] = str(ipaddress.ip_address(candidate))
+    except ValueError:
+        out["error"] = f"the endpoint did not answer with an IP address: {text[:100]!r}"
+    return out
+
+
+def extensions_check(command_line: list[str]) -> dict[str, Any]:
+    """Whether the browser could have had extensions: judged from its exact argv."""
+    loaded = [a for a in command_line if a.startswith(("--load-extension", "--disable-extensions-except"))]
+    disabled = "--disable-extensions" in command_line
+    return {
+        "disabled_by_flag": disabled,
+        "loaded_by_flag": loaded,
+        "none": disabled and not loaded,
+        "command_line_known": bool(command_line),
+    }
+
+
+def user_data_dir(command_line: list[str]) -> str | None:
+    for a in command_line:
+        if a.startswith("--user-data-dir="):
+            return a.split("=", 1)[1]
+    return None

@@ -45,6 +45,15 @@ class CaptureOptions:
     trust_roots: tuple[Path, ...] = field(default_factory=tuple)
     #: keep an MHTML snapshot (Page.captureSnapshot)
     mhtml: bool = True
+    #: record the browser session as a WebM video (the "process video" of the exhibit)
+    record_process: bool = False
+    #: HTTP(S) URL whose Date header the system clock is checked against; without
+    #: it, the latest RFC 3161 anchor in the ledger is the reference
+    time_source: str | None = None
+    #: seconds the system clock may be off the reference before the exhibit warns
+    max_clock_offset: float = 2.0
+    #: HTTP(S) endpoint answering with the caller's public IP address (plain or JSON)
+    ip_echo: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("viewport_width", "viewport_height"):
@@ -63,6 +72,19 @@ class CaptureOptions:
         for p in self.trust_roots:
             if not p.is_file():
                 raise UsageError(f"trust root file {p} does not exist")
+        for name in ("time_source", "ip_echo"):
+            v = getattr(self, name)
+            if v is not None:
+                try:
+                    parts = urlsplit(v)
+                    parts.port  # noqa: B018 - raises on a malformed port
+                except ValueError:
+                    parts = None
+                if not parts or parts.scheme not in ("http", "https") or not parts.hostname:
+                    raise UsageError(f"{name} must be an http:// or https:// URL, not {v!r}")
+        v = self.max_clock_offset
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 86400:
+            raise UsageError(f"max_clock_offset must be between 0 and 86400 seconds, not {v!r}")
         if self.proxy is not None:
             parts = urlsplit(self.proxy)
             if parts.scheme not in ("http", "https", "socks4", "socks5") or not parts.hostname:
@@ -84,6 +106,7 @@ class CaptureOptions:
         # Canonical JSON has no floats: timeouts are recorded in milliseconds.
         d["load_timeout_ms"] = int(d.pop("load_timeout") * 1000)
         d["settle_timeout_ms"] = int(d.pop("settle_timeout") * 1000)
+        d["max_clock_offset_ms"] = round(d.pop("max_clock_offset") * 1000)
         return d
 
 

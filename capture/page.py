@@ -70,6 +70,27 @@ def _open_ledger(ledger: Any, home: Path | str | None) -> tuple[Any, bool]:
     return Ledger.open(home), True
 
 
+def latest_anchor(ledger: Any) -> dict[str, Any] | None:
+    """The ledger's latest RFC 3161 anchor: the TSA's genTime and our clock's time on its record."""
+    from evidence.record import parse_record
+
+    rows = [r for r in ledger.store.anchor_rows() if r["type"] == "rfc3161" and r.get("time")]
+    if not rows:
+        return None
+    row = max(rows, key=lambda r: r["record_idx"])
+    stored = ledger.store.record(row["record_idx"])
+    if stored is None:
+        return None
+    rec = parse_record(stored.body, expect_index=row["record_idx"])
+    return {
+        "gen_time": row["time"],
+        "record_time": rec.time,
+        "record_index": row["record_idx"],
+        "tsa": row["service"],
+        "checkpoint_size": row["checkpoint_size"],
+    }
+
+
 def capture_to_dir(
     url: str,
     workdir: Path | str,
@@ -116,10 +137,13 @@ def capture_page(
     try:
         with tempfile.TemporaryDirectory(prefix="evidence-capture-") as tmp:
 
+            anchor = latest_anchor(led)
+
             async def go() -> PageCapture:
                 async with Browser(proxy=opts.proxy) as browser:
                     return await capture_into(
-                        browser, url, Path(tmp), options=opts, case=case, operator=operator, note=note
+                        browser, url, Path(tmp), options=opts, case=case, operator=operator, note=note,
+                        anchor=anchor,
                     )
 
             pc = _run(go())
@@ -152,7 +176,8 @@ def capture_many(
     result = BatchResult()
     try:
         with tempfile.TemporaryDirectory(prefix="evidence-batch-") as tmp:
-            captures = _run(_batch(urls, Path(tmp), opts, case, operator, note, progress, result))
+            anchor = latest_anchor(led)
+            captures = _run(_batch(urls, Path(tmp), opts, case, operator, note, progress, result, anchor))
             if captures:
                 result.exhibits = led.seal_exhibits([(case, pc.artifacts, pc.info) for pc in captures])
     finally:
@@ -170,6 +195,7 @@ async def _batch(
     note: str | None,
     progress: Progress | None,
     result: BatchResult,
+    anchor: dict[str, Any] | None = None,
 ) -> list[PageCapture]:
     captures: list[PageCapture] = []
     browser: Browser | None = None
@@ -186,7 +212,8 @@ async def _batch(
                 workdir.mkdir()
                 captures.append(
                     await capture_into(
-                        browser, url, workdir, options=opts, case=case, operator=operator, note=note
+                        browser, url, workdir, options=opts, case=case, operator=operator, note=note,
+                        anchor=anchor,
                     )
                 )
             except (CaptureError, UsageError) as e:

@@ -21,6 +21,7 @@ import re
 import secrets
 import shutil
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +32,29 @@ from evidence.exhibit import ArtifactFile
 
 from . import tls
 from .browser import Browser
-from .environment import environment, now_utc, rfc3339, tool_version
+from .environment import (
+    clock_check,
+    environment,
+    extensions_check,
+    fonts,
+    now_utc,
+    outbound_ip,
+    rfc3339,
+    tool_version,
+    user_data_dir,
+)
 from .network import UNREACHABLE, BodyFile, Hop, NetworkRecorder, _short
 from .options import CaptureOptions
 from .warc import Resource, WarcFile, response_headers
 
 DOM_CHUNK = 1 << 20  # characters per DevTools round trip when reading the DOM
 MAX_DIALOGS = 50
+#: pages an interactive capture snapshots (screenshot + DOM) before it only lists them
+MAX_VISIT_SNAPSHOTS = 200
+PROCESS_VIDEO = "process-video.webm"
+
+#: ``interaction(page)`` returns when the investigator is done with the page
+Interaction = Callable[[Any], Awaitable[None]]
 
 
 @dataclass
@@ -183,14 +200,22 @@ async def capture_into(
     case: str | None = None,
     operator: str | None = None,
     note: str | None = None,
+    anchor: dict[str, Any] | None = None,
+    interaction: Interaction | None = None,
 ) -> PageCapture:
     """Capture ``url`` into ``workdir`` (which must exist and be empty).
+
+    ``anchor`` is the ledger's latest RFC 3161 anchor (``gen_time``,
+    ``record_time``), the clock reference when no ``time_source`` is set.
+    With ``interaction``, the page is handed over after loading (see
+    ``interactive.py``) and every main-frame page visited until it returns
+    is listed and snapshotted; the state it leaves is what is sealed.
 
     Raises CaptureError when the page cannot be captured at all; anything
     the browser throws is translated here, so callers see one error type.
     """
     try:
-        return await _Capture(browser, url, workdir, options, case, operator, note).run()
+        return await _Capture(browser, url, workdir, options, case, operator, note, anchor, interaction).run()
     except EvidenceError:
         raise
     except (TimeoutError, OSError, RuntimeError, ValueError, KeyError) as e:
@@ -212,8 +237,16 @@ class _Capture:
         case: str | None,
         operator: str | None,
         note: str | None,
+        anchor: dict[str, Any] | None = None,
+        interaction: Interaction | None = None,
     ):
         self.browser = browser
+        self.anchor = anchor
+        self.interaction = interaction
+        self.visits: list[dict[str, Any]] = []
+        self._visit_tasks: list[asyncio.Task[Any]] = []
+        self.check: dict[str, Any] = {}
+        self.video: dict[str, Any] | None = None
         self.url = url
         self.dir = workdir
         self.opt = options
@@ -252,7 +285,15 @@ class _Capture:
         self.log("start", f"capture of {self.url}", tool=tool_version())
         (self.dir / "bodies").mkdir(parents=True, exist_ok=True)
         opt = self.opt
+        await self._environment_check()
+        video: dict[str, Any] = {}
+        if opt.record_process:
+            video = {
+                "record_video_dir": str(self.dir / "video"),
+                "record_video_size": {"width": opt.viewport_width, "height": opt.viewport_height},
+            }
         ctx = await self.browser.browser.new_context(
+            **video,
             viewport={"width": opt.viewport_width, "height": opt.viewport_height},
             device_scale_factor=opt.device_scale_factor,
             is_mobile=opt.is_mobile,
@@ -267,9 +308,14 @@ class _Capture:
             # their traffic would be missing from the WARC.
             service_workers="block",
         )
+        page = None
         try:
             self.profile = await self._clean_check(ctx)
             page = await ctx.new_page()
+            if video:
+                # Frame 0 of the video is (within a frame) this moment.
+                self.video = {"started": rfc3339(now_utc())}
+                self.log("video", "process video recording started")
             cdp = await ctx.new_cdp_session(page)
             self.rec = NetworkRecorder(
                 cdp, self.dir / "bodies", inline_document_limit=opt.inline_document_limit, log=self.log
@@ -283,12 +329,19 @@ class _Capture:
                 "download", lambda d: self._download_tasks.append(asyncio.ensure_future(self._download(d)))
             )
             ctx.on("page", lambda p: self._popup_tasks.append(asyncio.ensure_future(self._popup(p))))
+            if self.interaction is not None:
+                self._watch_visits(page, cdp)
             await self._navigate(page)
             main = self._main_chain()
             self._check_reachable(main)
-            # Scrolling starts right away: the page's own after-load requests
-            # and the lazy loads it triggers then finish in one settling wait.
-            await self._scroll()
+            if self.interaction is not None:
+                await self._interact(page)
+                # The investigator's final state is sealed as they left it: no scrolling.
+                await self._settle("final state", opt.settle_timeout)
+            else:
+                # Scrolling starts right away: the page's own after-load requests
+                # and the lazy loads it triggers then finish in one settling wait.
+                await self._scroll()
             # A page that hangs its renderer (a script that never yields) can
             # defeat any of these; the capture then goes on without that part
             # and says so, because the traffic already recorded is still evidence.
@@ -301,6 +354,8 @@ class _Capture:
             self.dns = await self._dns()
         finally:
             await self._close(ctx)
+            if page is not None and video:
+                await self._keep_video(page)
         self.ended = now_utc()
         self.log("end", "page closed; writing artifacts")
         main = self._main_chain()
@@ -320,6 +375,29 @@ class _Capture:
             del self.artifacts[before:]
             self.warn(f"{what} not captured: {_short(e)}")
 
+    async def _environment_check(self) -> None:
+        """Clock and outbound address, checked before the browser context opens."""
+        opt = self.opt
+        (clock, warnings), ip = await asyncio.gather(
+            asyncio.to_thread(
+                clock_check,
+                time_source=opt.time_source,
+                anchor=self.anchor,
+                max_offset=opt.max_clock_offset,
+                proxy=self.browser.proxy,
+            ),
+            asyncio.to_thread(outbound_ip, opt.ip_echo, proxy=self.browser.proxy),
+        )
+        self.check = {"clock": clock, "outbound_ip": ip}
+        self.log(
+            "clock",
+            "system clock checked" if clock.get("offset_ms") is not None else "system clock not checked",
+            **{k: clock[k] for k in ("source", "offset_ms", "within_limit") if k in clock},
+        )
+        self.log("outbound-ip", f"outbound IP {ip.get('ip') or 'unknown'}", **{k: v for k, v in ip.items() if k != "ip"})
+        for w in warnings:
+            self.warn(w)
+
     async def _clean_check(self, ctx: Any) -> dict[str, Any]:
         state = await ctx.storage_state()
         profile = {
@@ -329,6 +407,7 @@ class _Capture:
             "origins_with_storage_before": len(state.get("origins", [])),
             "pages_before": len(ctx.pages),
             "service_workers": "blocked",
+            "browser_user_data_dir": user_data_dir(self.browser.facts.command_line if self.browser.facts else []),
             "statement": (
                 "each capture runs in a new, empty browser context (in-memory profile: no cookies, "
                 "storage, cache or history from earlier browsing); the browser itself was started "
@@ -342,6 +421,23 @@ class _Capture:
         )
         if not profile["clean"]:
             self.warn("the browser context was not empty before the capture")
+        ext = extensions_check(self.browser.facts.command_line if self.browser.facts else [])
+        # What is running says more than flags: any extension would show as a target.
+        try:
+            targets = (await self.browser.browser.new_browser_cdp_session())
+            try:
+                infos = (await targets.send("Target.getTargets")).get("targetInfos", [])
+            finally:
+                await targets.detach()
+            ext["extension_targets"] = sorted(
+                t.get("url", "") for t in infos if str(t.get("url", "")).startswith("chrome-extension://")
+            )
+            ext["none"] = ext["none"] and not ext["extension_targets"]
+        except Exception as e:
+            ext["extension_targets_error"] = _short(e)
+        profile["extensions"] = ext
+        if ext["loaded_by_flag"] or ext.get("extension_targets"):
+            self.warn("browser extensions were present during the capture")
         self.log(
             "profile",
             "clean-environment check",
@@ -372,7 +468,13 @@ class _Capture:
                 self.log("navigate", f"navigation ended with {self.nav_error}")
 
     def _main_chain(self) -> list[Hop]:
-        for hops in self.rec.hops.values():
+        chains: Any = self.rec.hops.values()
+        if self.interaction is not None and getattr(self, "interacted", False):
+            # After the investigator navigated, the page sealed is the last one loaded.
+            chains = reversed(
+                [h for h in chains if h[0].resource_type == "Document" and h[0].frame_id == self.main_frame and h[-1].response is not None]
+            )
+        for hops in chains:
             first = hops[0]
             if first.resource_type == "Document" and first.frame_id == self.main_frame:
                 return hops
@@ -472,25 +574,8 @@ class _Capture:
         self.log("screenshot", "viewport and full-page screenshots taken", width=width, height=height)
 
     async def _dom(self, cdp: Any) -> None:
-        key = json.dumps("__evidence_dom_" + secrets.token_hex(8))
         dom = self.add("dom.html", "text/html; charset=utf-8", "dom")
-        length = int(await self.world.eval(DOM_JS % key, timeout=self.step_timeout) or 0)
-        # Read in slices so a huge DOM never crosses DevTools as one message;
-        # a slice never ends between the two halves of a surrogate pair.
-        read_js = (
-            "(() => { const s = globalThis[%s]; let e = Math.min(%d, s.length);"
-            " if (e < s.length && e > %d && s.charCodeAt(e - 1) >= 0xD800 && s.charCodeAt(e - 1) < 0xDC00) e--;"
-            " return [e, s.slice(%d, e)]; })()"
-        )
-        pos = 0
-        with open(dom, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
-            while pos < length:
-                end, text = await self.world.eval(
-                    read_js % (key, pos + DOM_CHUNK, pos, pos), timeout=self.step_timeout
-                )
-                f.write(text)
-                pos = int(end)
-        await self.world.eval(f"delete globalThis[{key}]", timeout=10)
+        length = await self._dom_to(dom)
         self.dom_chars = length
         self.log("dom", "rendered DOM saved", characters=length)
         if not self.opt.mhtml:
@@ -509,12 +594,138 @@ class _Capture:
         self.add("page.mhtml", "multipart/related", "mhtml").write_text(snap["data"], "utf-8", newline="")
         self.log("mhtml", "MHTML snapshot saved")
 
+    async def _dom_to(self, dom: Path) -> int:
+        key = json.dumps("__evidence_dom_" + secrets.token_hex(8))
+        length = int(await self.world.eval(DOM_JS % key, timeout=self.step_timeout) or 0)
+        # Read in slices so a huge DOM never crosses DevTools as one message;
+        # a slice never ends between the two halves of a surrogate pair.
+        read_js = (
+            "(() => { const s = globalThis[%s]; let e = Math.min(%d, s.length);"
+            " if (e < s.length && e > %d && s.charCodeAt(e - 1) >= 0xD800 && s.charCodeAt(e - 1) < 0xDC00) e--;"
+            " return [e, s.slice(%d, e)]; })()"
+        )
+        pos = 0
+        with open(dom, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
+            while pos < length:
+                end, text = await self.world.eval(
+                    read_js % (key, pos + DOM_CHUNK, pos, pos), timeout=self.step_timeout
+                )
+                f.write(text)
+                pos = int(end)
+        await self.world.eval(f"delete globalThis[{key}]", timeout=10)
+        return length
+
     async def _page_facts(self, page: Any) -> dict[str, Any]:
         try:
             return dict(await self.world.eval(PAGE_FACTS_JS, timeout=self.step_timeout) or {})
         except Exception as e:
             self.log("facts", f"could not read page facts: {_short(e)}")
             return {"url": page.url}
+
+    # -- interactive capture and the process video ------------------------------
+
+    def _watch_visits(self, page: Any, cdp: Any) -> None:
+        def navigated(frame: Any) -> None:
+            if frame is not page.main_frame:
+                return
+            entry = {"n": len(self.visits) + 1, "url": frame.url, "time": rfc3339(now_utc())}
+            self.visits.append(entry)
+            self.log("visit", f"page {entry['n']}: {frame.url}")
+
+        def loaded(_page: Any) -> None:
+            if self.visits and len(self._visit_tasks) < MAX_VISIT_SNAPSHOTS:
+                self._visit_tasks.append(asyncio.ensure_future(self._snapshot_visit(cdp, self.visits[-1])))
+
+        page.on("framenavigated", navigated)
+        page.on("load", loaded)
+
+    async def _snapshot_visit(self, cdp: Any, visit: dict[str, Any]) -> None:
+        """Viewport screenshot and DOM of a page the investigator reached, once it loaded."""
+        stem = f"visit-{visit['n']:03d}"
+        try:
+            r = await asyncio.wait_for(cdp.send("Page.captureScreenshot", {"format": "png"}), self.step_timeout)
+            shot = self.dir / f"{stem}-screenshot.png"
+            shot.write_bytes(base64.b64decode(r["data"]))
+            visit["screenshot"] = shot.name
+            dom = self.dir / f"{stem}-dom.html"
+            try:
+                await self._dom_to(dom)
+                visit["dom"] = dom.name
+            except Exception:
+                dom.unlink(missing_ok=True)
+                raise
+            if self.visits[-1] is not visit:
+                # The next page committed while we were reading: what we hold
+                # may be of that page, so it must not be filed under this one.
+                shot.unlink(missing_ok=True)
+                dom.unlink(missing_ok=True)
+                del visit["screenshot"], visit["dom"]
+                raise RuntimeError("the investigator left the page before its snapshot was complete")
+            visit["snapshot_time"] = rfc3339(now_utc())
+            self.log("visit", f"page {visit['n']} snapshotted", screenshot=shot.name)
+        except Exception as e:
+            # The investigator moved on before the snapshot finished; the WARC
+            # and the process video still hold the page.
+            visit["snapshot_error"] = _short(e)
+            self.log("visit", f"page {visit['n']} not snapshotted: {_short(e)}")
+
+    async def _interact(self, page: Any) -> None:
+        assert self.interaction is not None
+        closed = asyncio.Event()
+        page.on("close", lambda _p: closed.set())
+        # The first page is snapshotted before the hand-over, so it is on file
+        # however quickly the investigator moves on.
+        if self._visit_tasks:
+            await asyncio.wait(self._visit_tasks, timeout=2 * self.step_timeout)
+        self.interaction_started = now_utc()
+        self.log("interactive", "browser handed to the investigator")
+        done = asyncio.ensure_future(self.interaction(page))
+        gone = asyncio.ensure_future(closed.wait())
+        try:
+            await asyncio.wait({done, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not done.done():
+            done.cancel()
+            raise CaptureError(
+                f"the browser window was closed before the capture of {self.url} was sealed; nothing was recorded"
+            )
+        done.result()
+        self.interacted = True
+        self.interaction_ended = now_utc()
+        self.log("interactive", "investigator signalled done: sealing the final state", pages=len(self.visits))
+        if self._visit_tasks:
+            await asyncio.wait(self._visit_tasks, timeout=2 * self.step_timeout)
+        if len(self.visits) > MAX_VISIT_SNAPSHOTS:
+            self.warn(f"{len(self.visits)} pages visited; only the first {MAX_VISIT_SNAPSHOTS} were snapshotted")
+        for v in self.visits:
+            for key, role, media in (
+                ("screenshot", "visit-screenshot", "image/png"),
+                ("dom", "visit-dom", "text/html; charset=utf-8"),
+            ):
+                if key in v:
+                    self.artifacts.append(ArtifactFile(v[key], self.dir / v[key], media, role))
+
+    async def _keep_video(self, page: Any) -> None:
+        """Copy the finished video into the exhibit; the recording directory goes."""
+        video = {**(self.video or {}), "name": None}
+        dest = self.dir / PROCESS_VIDEO
+        try:
+            # save_as waits until ffmpeg has finished the file, even if closing the context timed out.
+            if page.video:
+                await asyncio.wait_for(page.video.save_as(dest), 60)
+        except Exception as e:
+            dest.unlink(missing_ok=True)
+            video["error"] = _short(e)
+        if dest.is_file() and dest.stat().st_size > 0:
+            self.artifacts.append(ArtifactFile(dest.name, dest, "video/webm", "process-video"))
+            video.update(name=dest.name, size=dest.stat().st_size, codec="VP9 in WebM (Playwright screencast)")
+            self.log("video", "process video saved", size=video["size"])
+        else:
+            self.warn(f"the process video was not recorded{': ' + video['error'] if 'error' in video else ''}")
+        self.video = video
+        # Pop-ups get videos of their own; they were closed unseen, so theirs go.
+        shutil.rmtree(self.dir / "video", ignore_errors=True)
 
     # -- hostile-page handlers -------------------------------------------------
 
@@ -709,8 +920,41 @@ class _Capture:
                 if d.get("saved")
             ],
             "warnings": self.warnings,
+            "mode": "interactive" if self.interaction is not None else "automatic",
+            "environment_check": self._check_summary(),
         }
+        if self.video is not None:
+            info["process_video"] = self.video
+        if self.interaction is not None:
+            info["interaction"] = {
+                "handed_over": rfc3339(self.interaction_started),
+                "sealed": rfc3339(self.interaction_ended),
+                "statement": (
+                    "the investigator used the browser between these times; every page loaded in the "
+                    "main window is listed in visits, the final state is sealed as they left it"
+                ),
+            }
+            info["visits"] = [dict(v) for v in self.visits]
         return info
+
+    def _check_summary(self) -> dict[str, Any]:
+        """The clean-environment check in the manifest itself; the details are in environment.json."""
+        b = self.browser.facts
+        f = fonts()
+        profile = getattr(self, "profile", {})
+        return {
+            "fresh_profile": bool(profile.get("clean")),
+            "browser_user_data_dir": profile.get("browser_user_data_dir"),
+            "extensions": profile.get("extensions"),
+            "proxy": self.browser.proxy,
+            "hostname": socket.gethostname(),
+            "tool": tool_version(),
+            "browser": f"{b.name} {b.version}" if b else None,
+            "headless": b.headless if b else None,
+            "fonts": {"families": len(f["families"]), "chinese": f["chinese"]},
+            "clock": self.check.get("clock"),
+            "outbound_ip": self.check.get("outbound_ip"),
+        }
 
     def _main_headers(self, main: list[Hop]) -> dict[str, Any] | None:
         final = main[-1] if main else None
@@ -724,6 +968,11 @@ class _Capture:
         warc = WarcFile(warc_path)
         b = self.browser.facts
         env = environment(b.to_json() if b else {}, self.browser.proxy, self.profile)
+        env["check"] = self.check
+        if self.video is not None:
+            from .browser import video_encoder
+
+            env["video_encoder"] = video_encoder()
         warc.warcinfo(
             {
                 "software": tool_version(),
@@ -790,10 +1039,16 @@ class _Capture:
             "dom": f"urn:evidence-chain:dom:{page_url}",
             "mhtml": f"urn:evidence-chain:mhtml:{page_url}",
             "certificates": f"urn:evidence-chain:certificates:{page_url}",
+            "process-video": f"urn:evidence-chain:process-video:{page_url}",
         }
+        visit_url = {v[k]: v["url"] for v in self.visits for k in ("screenshot", "dom") if k in v}
         for a in list(self.artifacts):
             if a.role in roles:
                 warc.resource(Resource(roles[a.role], a.path, a.media_type, refers_to_main=True), when)
+            elif a.role in ("visit-screenshot", "visit-dom"):
+                kind = "screenshot-viewport" if a.role == "visit-screenshot" else "dom"
+                uri = f"urn:evidence-chain:{kind}:{visit_url.get(a.name, page_url)}"
+                warc.resource(Resource(uri, a.path, a.media_type), when)
             elif a.role == "download":
                 d = next((d for d in self.downloads if d["path"] == a.path), None)
                 uri = f"urn:evidence-chain:download:{d['url'] if d else a.name}"

@@ -2,8 +2,17 @@
 
 Every blob is streamed into a temporary file in the store's own directory,
 hashed while it is written, fsynced, and only then renamed to its digest
-path. A crash leaves at most a ``tmp/`` file (swept on the next open), never
-a digest path holding partial content.
+path. A crash leaves at most a ``tmp/`` file (see ``sweep_tmp``), never a
+digest path holding partial content.
+
+Where the store is: ``EVIDENCE_ARTIFACTS`` (a directory, e.g. an NFS or SMB
+mount shared by every capture machine), else ``"artifacts"`` in the home's
+config.json, else ``store/`` in the evidence home (``artifact_store_for``).
+Several homes may share one directory: a digest path is written once, by a
+rename of complete content, and two machines storing the same bytes write the
+same file. ``BlobStore`` is what the ledger needs from any other backend (an
+S3-compatible bucket keyed ``sha256/ab/cd/<digest>`` would implement it, with
+put-if-absent after hashing a local spool file).
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from .digest import CHUNK
 from .errors import IntegrityError, StoreError
@@ -27,7 +36,48 @@ class Blob:
     size: int
 
 
+@runtime_checkable
+class BlobStore(Protocol):
+    """What the ledger, export and audit use of an artifact store.
+
+    A blob is addressed only by the SHA-256 of its bytes, computed by the
+    store while it writes (never trusted from the caller); ``open`` of a
+    digest that is not there raises IntegrityError; nothing is ever deleted
+    or overwritten with other bytes.
+    """
+
+    def put_stream(self, src: BinaryIO) -> Blob: ...
+    def put_file(self, path: Path) -> Blob: ...
+    def put_bytes(self, data: bytes) -> Blob: ...
+    def open(self, sha256: str) -> BinaryIO: ...
+    def check(self, sha256: str) -> None: ...
+    def __contains__(self, sha256: object) -> bool: ...
+    def __iter__(self) -> Iterator[str]: ...
+
+
+def artifact_store_for(home_root: Path, configured: object = None) -> ArtifactStore:
+    """The store a home uses: EVIDENCE_ARTIFACTS, then config ``artifacts``, then ``store/``."""
+    where = os.environ.get("EVIDENCE_ARTIFACTS") or configured
+    if where is None or where == "":
+        return ArtifactStore(Path(home_root) / "store")
+    if not isinstance(where, str):
+        raise StoreError(f"artifact store setting must be a directory path, not {where!r}")
+    if where.startswith("file://"):
+        where = where[len("file://") :]
+    elif "://" in where:
+        raise StoreError(
+            f"artifact store {where!r}: only a directory (or file:// path) is supported; "
+            "see BlobStore in evidence/artifacts.py to add another backend"
+        )
+    path = Path(where).expanduser()
+    if not path.is_absolute():
+        raise StoreError(f"artifact store path must be absolute (it is shared between homes): {where}")
+    return ArtifactStore(path)
+
+
 class ArtifactStore:
+    """The local or shared-filesystem ``BlobStore``."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self._tmp = self.root / "tmp"
@@ -41,8 +91,8 @@ class ArtifactStore:
             raise IntegrityError(f"not a SHA-256 hex digest: {sha256!r}")
         return self.root / "sha256" / sha256[:2] / sha256[2:4] / sha256
 
-    def __contains__(self, sha256: str) -> bool:
-        return self.path_for(sha256).exists()
+    def __contains__(self, sha256: object) -> bool:
+        return isinstance(sha256, str) and self.path_for(sha256).exists()
 
     def put_stream(self, src: BinaryIO) -> Blob:
         h = hashlib.sha256()
@@ -97,12 +147,24 @@ class ArtifactStore:
         if h.hexdigest() != sha256:
             raise IntegrityError(f"artifact sha256:{sha256} was altered (now {h.hexdigest()})")
 
-    def sweep_tmp(self) -> int:
-        """Remove temporary files left by interrupted writes; return how many."""
+    def sweep_tmp(self, older_than: float = 0.0) -> int:
+        """Remove temporary files left by interrupted writes; return how many.
+
+        On a store shared by several machines, pass an age in seconds (say a
+        day): a younger file may be another machine's write in progress.
+        """
+        import time
+
         n = 0
+        limit = time.time() - older_than
         for p in self._tmp.glob("put-*"):
-            p.unlink(missing_ok=True)
-            n += 1
+            try:
+                if older_than and p.stat().st_mtime > limit:
+                    continue
+                p.unlink()
+                n += 1
+            except FileNotFoundError:
+                continue
         return n
 
     def __iter__(self) -> Iterator[str]:

@@ -75,12 +75,13 @@ def init(
     no_passphrase: bool = typer.Option(False, "--no-passphrase", help="Store the signing key unencrypted."),
     origin: str | None = typer.Option(None, help="Log name in checkpoints (default: HOST/evidence-chain/KEYID)."),
     db_url: str | None = typer.Option(None, "--db-url", help="SQLAlchemy URL (default: EVIDENCE_DB_URL or SQLite in the home)."),
+    artifacts: str | None = typer.Option(None, "--artifacts", help="Artifact store directory, e.g. a shared mount (default: store/ in the home; also EVIDENCE_ARTIFACTS)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create the evidence home: signing key, ledger database, artifact store."""
     from ledger.log import Ledger
 
-    led = Ledger.init(unencrypted=no_passphrase, origin=origin, db_url=db_url)
+    led = Ledger.init(unencrypted=no_passphrase, origin=origin, db_url=db_url, artifacts=artifacts)
     info = {
         "home": str(led.home.root),
         "origin": led.origin,
@@ -161,6 +162,39 @@ def attest(
         out.print(f"Exhibit {index} attested by {officer} (key {rec.key_id[:8]}) at record {rec.index}")
 
 
+@app.command()
+def record(
+    index: int = typer.Argument(..., help="Ledger index of the exhibit record."),
+    fmt: str = typer.Option("docx", "--format", help="docx, pdf or html."),
+    output: Path = typer.Option(..., "-o", "--output", help="File to write."),
+    place: str | None = typer.Option(None, "--place", help="Where the extraction took place (default: 'office' in the home's config.json)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write the extraction record (电子数据提取笔录) of an exhibit, in Chinese and English."""
+    from evidence.extraction import FORMATS, build_record, write_record
+
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    led = _open()
+    try:
+        rec = build_record(led, index, place=place)
+    finally:
+        led.close()
+    path = write_record(rec, fmt, output)
+    info = {
+        "path": str(path), "format": fmt, "exhibit_index": index, "case": rec.case,
+        "artifacts": len(rec.artifacts), "attesting_officers": rec.officers,
+        "unverified_attestations": [a.index for a in rec.attestations if not a.verified],
+    }
+    if as_json:
+        emit(info)
+        return
+    out.print(f"Extraction record of exhibit {index} (case {rec.case}, {len(rec.artifacts)} artifacts) -> {path}")
+    for a in rec.attestations:
+        if not a.verified:
+            err.print(f"[yellow]warning:[/] attestation record {a.index} by {a.officer} is not verified: {a.problem}", highlight=False)
+
+
 # -- log / checkpoint / audit -------------------------------------------------
 
 
@@ -214,6 +248,11 @@ def capture(
     proxy: str | None = typer.Option(None, "--proxy", help="Proxy server for the browser (recorded)."),
     trust_root: list[Path] = typer.Option([], "--trust-root", help="Extra trusted root CA (PEM) for the certificate check."),
     no_mhtml: bool = typer.Option(False, "--no-mhtml", help="Skip the MHTML snapshot."),
+    record_process: bool | None = typer.Option(None, "--record-process/--no-record-process", help="Record the browser session as a WebM video artifact (default: on with --interactive)."),
+    interactive: bool = typer.Option(False, "--interactive", help="Open a visible browser; press Enter here to seal what you visited."),
+    time_source: str | None = typer.Option(None, "--time-source", help="HTTP(S) URL whose Date header the clock is checked against (config: time_source; default: the latest RFC 3161 anchor)."),
+    max_clock_offset: float | None = typer.Option(None, "--max-clock-offset", help="Seconds of clock offset before the exhibit warns (config: max_clock_offset; default 2)."),
+    ip_echo: str | None = typer.Option(None, "--ip-echo", help="Endpoint answering with our public IP, recorded in the exhibit (config: ip_echo)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Capture a web page (traffic, screenshots, DOM, TLS, environment) as a signed exhibit."""
@@ -221,6 +260,8 @@ def capture(
 
     if (url is None) == (urls is None):
         raise UsageError("give either a URL or --urls FILE")
+    if interactive and urls is not None:
+        raise UsageError("--interactive captures one URL, not --urls")
     try:
         w, h = (int(x) for x in viewport.lower().split("x"))
     except ValueError:
@@ -229,9 +270,11 @@ def capture(
         load_timeout=load_timeout, settle_timeout=settle_timeout, max_scroll_steps=max_scroll,
         viewport_width=w, viewport_height=h, is_mobile=mobile, proxy=proxy,
         trust_roots=tuple(trust_root), mhtml=not no_mhtml,
+        record_process=interactive if record_process is None else record_process,
     )
     led = _open()
     try:
+        opts.update(_check_settings(led, time_source, max_clock_offset, ip_echo))
         if urls is not None:
             try:
                 lines = [ln.strip() for ln in urls.read_text("utf-8").splitlines()]
@@ -251,6 +294,8 @@ def capture(
 
                 batch = capture_many(todo, case=case, operator=operator, note=note, ledger=led, progress=progress, **opts)
             exhibits, failures = batch.exhibits, batch.failures
+        elif interactive:
+            exhibits, failures = [_interactive(str(url), case, operator, note, led, opts)], []
         else:
             exhibits, failures = [capture_page(url, case=case, operator=operator, note=note, ledger=led, **opts)], []
     finally:
@@ -268,6 +313,32 @@ def capture(
         raise typer.Exit(3)
 
 
+def _check_settings(led: Any, time_source: str | None, max_offset: float | None, ip_echo: str | None) -> dict[str, Any]:
+    """Environment-check settings: flags, then the home's config.json, then defaults."""
+    cfg = led.config.extra
+    out: dict[str, Any] = {}
+    for key, flag in (("time_source", time_source), ("max_clock_offset", max_offset), ("ip_echo", ip_echo)):
+        value = flag if flag is not None else cfg.get(key)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _interactive(url: str, case: str, operator: str | None, note: str | None, led: Any, opts: dict[str, Any]) -> Any:
+    from capture.interactive import capture_interactive, until_enter
+
+    def prompt() -> None:
+        err.print(
+            "[bold]The browser is open.[/] Log in, search and navigate to what must be preserved; "
+            "every page you load is recorded. Press [bold]Enter[/] here to seal the capture.",
+            highlight=False,
+        )
+
+    return capture_interactive(
+        url, case=case, operator=operator, note=note, ledger=led, done=until_enter(prompt=prompt), **opts
+    )
+
+
 def _exhibit_summary(ex: Any) -> dict[str, Any]:
     info = ex.manifest.get("info", {})
     return {
@@ -280,7 +351,63 @@ def _exhibit_summary(ex: Any) -> dict[str, Any]:
         "manifest_sha256": ex.manifest_sha256,
         "artifacts": len(ex.artifacts),
         "warnings": list(info.get("warnings") or []),
+        "pages_visited": len(info.get("visits") or []),
+        "process_video": next((a.sha256 for a in ex.artifacts if a.role == "process-video"), None),
+        "clock_offset_ms": (info.get("environment_check") or {}).get("clock", {}).get("offset_ms"),
     }
+
+
+@app.command()
+def livestream(
+    url: str = typer.Argument(..., help="The stream (.m3u8, .mp4, .webm) or a page that plays it."),
+    case: str = typer.Option(..., "--case", help="Case id the windows belong to."),
+    duration: float = typer.Option(..., "--duration", help="Seconds to record (the capture may end earlier)."),
+    frame_interval: float = typer.Option(1.0, "--frame-interval", help="Seconds between frames (screenshots, decoded frames)."),
+    window: float = typer.Option(10.0, "--window", help="Seconds per sealed window (a crash loses at most one)."),
+    max_bytes: int | None = typer.Option(None, "--max-bytes", help="Stop after this many bytes of traffic."),
+    max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many stored frames."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Count identical consecutive frames instead of storing them."),
+    mode: str = typer.Option("auto", "--mode", help="auto, hls, progressive or page."),
+    operator: str | None = typer.Option(None, "--operator", help="Who captures (recorded in every window)."),
+    note: str | None = typer.Option(None, "--note", help="Free text recorded with every window."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Record a live stream into sealed windows of evidence; Ctrl-C ends it cleanly."""
+    from capture.livestream import capture_livestream
+
+    led = _open()
+    quiet = as_json or not err.is_terminal
+    try:
+        with Progress(
+            TextColumn("recording"), BarColumn(), TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(), console=err, transient=True, disable=quiet,
+        ) as bar:  # fmt: skip
+            task = bar.add_task("livestream", total=max(duration, 1), status="starting")
+
+            def progress(e: dict[str, Any]) -> None:
+                if e.get("event") in ("tick", "window"):
+                    mb = e["total_bytes"] / 1e6
+                    bar.update(task, completed=e["elapsed"], status=f"{e['windows']} window(s) sealed, {e['total_frames']} frames, {mb:.1f} MB")
+
+            s = capture_livestream(
+                url, case=case, duration=duration, frame_interval=frame_interval, window=window,
+                max_bytes=max_bytes, max_frames=max_frames, dedupe=dedupe, operator=operator, note=note,
+                ledger=led, progress=progress, mode=mode,
+            )  # fmt: skip
+    finally:
+        led.close()
+    if as_json:
+        emit(s.to_json())
+    else:
+        records = f" as records {s.windows[0]}..{s.windows[-1]}" if s.windows else ""
+        out.print(f"[green]livestream[/] {s.url} ({s.mode}): {len(s.windows)} window(s) sealed{records}, end record {s.end_index}", highlight=False, soft_wrap=True)
+        dups = f" (+{s.duplicates} duplicate(s) counted)" if s.duplicates else ""
+        out.print(f"  ended: {s.end_reason}; {s.segments} segment(s), {s.frames} frame(s){dups}, {s.bytes} bytes", highlight=False, soft_wrap=True)
+        for e in s.errors[:10]:
+            err.print(f"  [yellow]warning:[/] {e}", highlight=False)
+    if not (s.segments or s.frames):
+        why = s.errors[0] if s.errors else s.end_reason
+        fail(f"nothing was recorded from {s.url}: {why} (end record {s.end_index})", 3)
 
 
 @app.command()
@@ -530,6 +657,12 @@ def _read_trust(items: list[str]) -> list[str]:
     if not vkeys:
         raise UsageError("no verifier keys found in --trust")
     return vkeys
+
+
+# Team deployment commands (migrate, join, enqueue, worker, jobs, key register).
+from . import cli_ops as _cli_ops  # noqa: E402
+
+_cli_ops.register(sys.modules[__name__])
 
 
 def main() -> None:

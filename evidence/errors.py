@@ -61,6 +61,10 @@ class StoreError(EvidenceError):
     exit_code = 3
 
 
+class SchemaError(StoreError):
+    """The ledger database schema is older than this library (migrate) or newer (upgrade)."""
+
+
 class CaptureError(EvidenceError):
     """A capture could not be made (unreachable host, browser failure)."""
 

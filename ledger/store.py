@@ -6,6 +6,16 @@ is taken before the size is read), ``SELECT ... FOR UPDATE`` on PostgreSQL.
 ``idx`` is always ``tree_state.size`` read under that lock, never a sequence,
 so an aborted transaction can leave no gap.
 
+The schema is versioned (``ledger/migrations``, Alembic): a new database is
+created by running the migrations, and a ledger at another revision is not
+opened (``evidence migrate`` upgrades it).
+
+On PostgreSQL a write transaction that loses its connection (server restart,
+failover, network) is retried with bounded backoff, as a whole. A retried
+append first checks, under the tree lock, whether the lost attempt had in
+fact committed (its first record is at its index with its leaf hash) and
+then returns those records instead of appending them again.
+
 Interior Merkle nodes of every completed perfect subtree are stored as they
 complete (``nodes(level, idx)``), so a proof for one record of a million reads
 O(log n) rows and never the whole log.
@@ -13,17 +23,22 @@ O(log n) rows and never the whole log.
 
 from __future__ import annotations
 
+import os
+import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
     Engine,
+    Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -42,9 +57,17 @@ from evidence.errors import RollbackError, StoreError
 from evidence.keys import SigningKey
 from evidence.record import GENESIS_PREV, Draft, Record, seal, utc_now
 
-from . import merkle
+from . import merkle, migrations
 
+# Written into ``meta`` since before versioned migrations; a ledger without an
+# alembic_version table but with this value is the schema of revision 0001.
 SCHEMA_VERSION = "1"
+#: Seconds a write keeps retrying while the database is unreachable (PostgreSQL).
+RETRY_SECONDS = float(os.environ.get("EVIDENCE_DB_RETRY_SECONDS") or 30)
+# SQLSTATEs after which the same transaction may simply be run again: the
+# connection is gone (class 08) or the server is shutting down / starting up.
+_RETRY_SQLSTATES = ("57P01", "57P02", "57P03")
+T = TypeVar("T")
 
 metadata = MetaData()
 
@@ -108,6 +131,27 @@ meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+# Capture queue (revision 0002): see ledger/queue.py.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("case_id", String(200), nullable=False),
+    Column("operator", String(200)),
+    Column("note", Text),
+    Column("options", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("claimed_by", String(200)),
+    Column("lease_until", Float),
+    Column("created", String(40), nullable=False),
+    Column("updated", String(40), nullable=False),
+    Column("record_idx", BigInteger),
+    Column("error", Text),
+    Index("ix_jobs_state_id", "state", "id"),
+)
 
 
 @dataclass(frozen=True)
@@ -152,10 +196,10 @@ def make_engine(url: str) -> Engine:
             return engine
         return create_engine(url, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise StoreError(f"cannot use database URL {_safe_url(url)}: {e}") from e
+        raise StoreError(f"cannot use database URL {safe_url(url)}: {e}") from e
 
 
-def _safe_url(url: str) -> str:
+def safe_url(url: str) -> str:
     # Never echo a password from a URL into an error line.
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
@@ -177,18 +221,25 @@ class Store:
         self._edge: merkle.CompactRange | None = None
         self._edge_leaf: bytes | None = None
         self.rows_read = 0  # node rows read for proofs (benchmarks report it)
+        self.retry_seconds = RETRY_SECONDS
+        self.retries = 0  # transactions run again after a lost connection
         try:
             if create:
                 self._create()
             self._check_open()
         except (OperationalError, DBAPIError) as e:
-            raise StoreError(f"cannot open ledger database {_safe_url(url)}: {_first_line(e)}") from e
+            raise StoreError(f"cannot open ledger database {safe_url(url)}: {_first_line(e)}") from e
 
     # -- schema -------------------------------------------------------------
 
     def _create(self) -> None:
-        metadata.create_all(self.engine)
         with self._write() as conn:
+            migrations.lock(conn)
+            st = migrations.read_status(conn)
+            if st.empty:
+                migrations.upgrade_conn(conn)
+            elif not st.up_to_date:
+                return  # _check_open says what to do; init never migrates a ledger
             if conn.execute(select(tree_state.c.size)).first() is None:
                 conn.execute(
                     tree_state.insert().values(
@@ -198,7 +249,10 @@ class Store:
                 conn.execute(meta.insert().values(key="schema_version", value=SCHEMA_VERSION))
 
     def _check_open(self) -> None:
-        """Refuse a database whose tree is smaller than what it already signed."""
+        """Refuse a database at another schema revision, or whose tree is
+        smaller than what it already signed."""
+        with self.engine.connect() as conn:
+            migrations.check(conn, safe_url(self.url))
         conn_ = self.engine.connect()
         if not self.is_sqlite:
             # One snapshot for the three reads: writers may commit in between.
@@ -210,7 +264,7 @@ class Store:
                 state = None
             if state is None:
                 raise StoreError(
-                    f"{_safe_url(self.url)} holds no ledger (run `evidence init`)"
+                    f"{safe_url(self.url)} holds no ledger (run `evidence init`)"
                 )
             size = state.size
             top = conn.execute(select(func.max(records.c.idx))).scalar()
@@ -233,6 +287,49 @@ class Store:
             with conn.begin():
                 yield conn
 
+    def _retryable(self, e: BaseException) -> bool:
+        if self.is_sqlite or not isinstance(e, DBAPIError):
+            return False  # SQLite waits for its lock itself (timeout); nothing to reconnect to
+        if e.connection_invalidated:
+            return True
+        code = getattr(e.orig, "sqlstate", None)
+        if code:
+            return code.startswith("08") or code in _RETRY_SQLSTATES
+        # No SQLSTATE: the connection attempt itself failed (server down or restarting).
+        return isinstance(e, OperationalError)
+
+    def write(self, body: Callable[[Connection], T], what: str = "write") -> T:
+        """Run ``body`` in one write transaction, again if the connection is lost.
+
+        ``body`` must be safe to run again after a failed attempt: everything it
+        did in the lost transaction either committed or did not, and it must
+        find out which (as appends do) when that matters.
+        """
+        deadline: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                with self._write() as conn:
+                    return body(conn)
+            except (OperationalError, DBAPIError) as e:
+                self._edge = None
+                if not self._retryable(e):
+                    raise StoreError(f"{what} failed: {_first_line(e)}") from e
+                now = time.monotonic()
+                deadline = deadline if deadline is not None else now + self.retry_seconds
+                if now >= deadline:
+                    raise StoreError(
+                        f"{what} failed: database {safe_url(self.url)} unreachable for "
+                        f"{self.retry_seconds:g}s ({_first_line(e)})"
+                    ) from e
+                self.retries += 1
+                # Jitter: writers that lost the server together do not return in lockstep.
+                time.sleep(min(delay, deadline - now) * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 2.0)
+            except BaseException:
+                self._edge = None
+                raise
+
     # -- appends -----------------------------------------------------------
 
     def append_many(
@@ -248,28 +345,46 @@ class Store:
             d.check()
         if not drafts:
             return []
+        # Records sealed by the last attempt; if its connection died during
+        # COMMIT they may have landed, and must then not be appended twice.
+        sealed: list[Record] = []
+
+        def attempt(conn: Connection) -> list[Record]:
+            state = conn.execute(self._lock_state()).one()
+            if sealed and self._landed(conn, sealed, state.size):
+                return list(sealed)
+            sealed.clear()
+            out = self._append_locked(conn, state, drafts, key, origin, sealed)
+            if on_locked is not None:
+                # Same transaction: side rows commit with the records or not at all.
+                on_locked(conn, out)
+            return out
+
         with self._lock:
-            try:
-                with self._write() as conn:
-                    out = self._append_locked(conn, drafts, key, origin)
-                    if on_locked is not None:
-                        # Same transaction: side rows commit with the records or not at all.
-                        on_locked(conn, out)
-                return out
-            except (OperationalError, DBAPIError) as e:
-                self._edge = None
-                raise StoreError(f"append failed: {_first_line(e)}") from e
-            except BaseException:
-                self._edge = None
-                raise
+            return self.write(attempt, "append")
+
+    def _lock_state(self) -> Any:
+        q = select(tree_state).where(tree_state.c.id == 1)
+        return q if self.is_sqlite else q.with_for_update()
+
+    def _landed(self, conn: Connection, recs: Sequence[Record], size: int) -> bool:
+        first, last = recs[0], recs[-1]
+        if size <= last.index:
+            return False
+        got = conn.execute(
+            select(records.c.idx, records.c.leaf).where(records.c.idx.in_((first.index, last.index)))
+        ).all()
+        return {r.idx: bytes(r.leaf) for r in got} == {first.index: first.leaf, last.index: last.leaf}
 
     def _append_locked(
-        self, conn: Connection, drafts: Sequence[Draft], key: SigningKey, origin: str
+        self,
+        conn: Connection,
+        state: Any,
+        drafts: Sequence[Draft],
+        key: SigningKey,
+        origin: str,
+        sealed: list[Record],
     ) -> list[Record]:
-        q = select(tree_state).where(tree_state.c.id == 1)
-        if not self.is_sqlite:
-            q = q.with_for_update()
-        state = conn.execute(q).one()
         size, prev_leaf = state.size, state.last_leaf
         edge = self._edge
         if edge is None or edge.size != size or self._edge_leaf != prev_leaf:
@@ -290,6 +405,7 @@ class Store:
                 node_rows.append((level, idx, h))
             prev = leaf.hex()
             out.append(rec)
+        sealed.extend(out)
         m = self._mark
         conn.exec_driver_sql(
             f"INSERT INTO records (idx, leaf, kind, case_id, time, key_id, body) "
@@ -410,25 +526,29 @@ class Store:
         and return the signed note; it runs while appends are blocked, so the
         tree cannot move between proving and storing.
         """
-        with self._lock, self._write() as conn:
-            q = select(tree_state).where(tree_state.c.id == 1)
-            if not self.is_sqlite:
-                q = q.with_for_update()
-            size = conn.execute(q).one().size
-            node = self._node_source(conn)
-            root = merkle.subtree_hash(0, size, node) if size else merkle.EMPTY_ROOT
-            r = conn.execute(select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
-            last = None if r is None else StoredCheckpoint(r.size, bytes(r.root), r.note, r.created)
-            if last is not None and last.size == size:
-                if last.root != root:
-                    raise RollbackError(
-                        f"tree of size {size} has root {root.hex()} but its checkpoint says {last.root.hex()}"
-                    )
-                return last
-            note = make(size, root, last, node)
-            cp = StoredCheckpoint(size, root, note, utc_now())
-            conn.execute(checkpoints.insert().values(size=size, root=root, note=note, created=cp.created))
-            return cp
+        # Safe to run again: if a lost attempt committed, the retry finds a
+        # checkpoint of this size with this root and returns it.
+        with self._lock:
+            return self.write(lambda conn: self._checkpoint_locked(conn, make), "checkpoint")
+
+    def _checkpoint_locked(
+        self, conn: Connection, make: Callable[[int, bytes, StoredCheckpoint | None, merkle.NodeSource], str]
+    ) -> StoredCheckpoint:
+        size = conn.execute(self._lock_state()).one().size
+        node = self._node_source(conn)
+        root = merkle.subtree_hash(0, size, node) if size else merkle.EMPTY_ROOT
+        r = conn.execute(select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
+        last = None if r is None else StoredCheckpoint(r.size, bytes(r.root), r.note, r.created)
+        if last is not None and last.size == size:
+            if last.root != root:
+                raise RollbackError(
+                    f"tree of size {size} has root {root.hex()} but its checkpoint says {last.root.hex()}"
+                )
+            return last
+        note = make(size, root, last, node)
+        cp = StoredCheckpoint(size, root, note, utc_now())
+        conn.execute(checkpoints.insert().values(size=size, root=root, note=note, created=cp.created))
+        return cp
 
     def add_key(self, key_id: str, public_key: bytes, name: str, added_index: int | None, conn: Connection | None = None) -> None:
         stmt = keys.insert().values(key_id=key_id, public_key=public_key, name=name, added_index=added_index)

@@ -30,7 +30,8 @@ def pg_url():
     import sqlalchemy as sa
 
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
+    # pre-ping: the fault tests restart the server while this engine is pooled.
+    admin = sa.create_engine(base, pool_pre_ping=True)
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in base else "?"

@@ -240,6 +240,7 @@ class _Run:
         self.records: dict[int, Record] = {}
         self.notes: dict[int, tuple[bytes, Checkpoint]] = {}
         self.case: dict[str, Any] = {}
+        self.key_names: dict[str, str] = {}  # key id -> name given by its key-add record
 
     # -- helpers ------------------------------------------------------------------
 
@@ -516,6 +517,7 @@ class _Run:
                     kid, new, nm, new_role = verify_key_add(rec.payload)
                     active[kid] = (new, new_role)
                     names[kid] = nm
+                    self.key_names[kid] = nm
                 who = f" ({names[rec.key_id]})" if rec.key_id in names else ""
                 self.add("record-signature", True, f"{rec.kind} signed by {role} key {rec.key_id}{who}", where)
             except (EvidenceError, binascii.Error, ValueError) as e:
@@ -709,8 +711,15 @@ class _Run:
             target = rec.payload.get("exhibit_index")
             ex = self.records.get(target) if type(target) is int else None
             ok = ex is not None and ex.kind == "exhibit" and target < idx and ex.leaf.hex() == rec.payload.get("exhibit_leaf")
-            self.add("attestation", ok, f"exhibit {target} attested by {rec.payload.get('officer')}" if ok
-                     else f"attestation does not match exhibit record {target} in the bundle", record_path(idx))
+            officer = rec.payload.get("officer")
+            registered = self.key_names.get(rec.key_id)
+            if not ok:
+                why = f"attestation does not match exhibit record {target} in the bundle"
+            elif registered != officer:
+                ok, why = False, f"signed by key {rec.key_id} registered to {registered!r}, not to the attesting officer {officer!r}"
+            else:
+                why = f"exhibit {target} attested by {officer} (key {rec.key_id})"
+            self.add("attestation", ok, why, record_path(idx))
             if ok:
                 self.res.attestations.append({"index": idx, "exhibit_index": target, "officer": rec.payload.get("officer"),
                                               "time": rec.time, "key_id": rec.key_id, "statement": rec.payload.get("statement")})

@@ -92,6 +92,37 @@ def test_case_file_is_a_valid_wacz(case, tmp_path):
         assert listed == set(names) - {"datapackage.json", "datapackage-digest.json"}
 
 
+def test_attestations_show_who_captured_and_who_attested(home, tmp_path):
+    [ex] = build_case(home, tmp_path / "w", "C-ATT", exhibits=1)
+    home.add_key("王芳 Wang Fang", "officer")
+    home.attest(ex, "王芳 Wang Fang")
+    out = tmp_path / "att.wacz"
+    export_case(home, "C-ATT", out)
+    res = verify_case(out, trust=home.config.trusted_vkeys)
+    assert res.ok, res.first_failure
+    [att] = res.attestations
+    assert att["exhibit_index"] == ex and att["officer"] == "王芳 Wang Fang"
+    from verify.report import render_html
+
+    html = render_html(res, out)
+    assert "王芳 Wang Fang" in html and "李伟 Li Wei" in html
+
+
+def test_an_attestation_under_another_officers_name_fails(home, tmp_path):
+    from evidence.record import Draft
+
+    [ex] = build_case(home, tmp_path / "w", "C-ATT", exhibits=1)
+    home.add_key("Wang Fang", "officer")
+    key = home.signer_key("Wang Fang")
+    leaf = next(r for r in home.records(case="C-ATT") if r.index == ex).leaf.hex()
+    home.store.append_many([Draft("attestation", {"exhibit_index": ex, "exhibit_leaf": leaf, "officer": "Zhao Lei"}, "C-ATT")],
+                           key=key, origin=home.origin)
+    out = tmp_path / "att.wacz"
+    export_case(home, "C-ATT", out)
+    res = verify_case(out, trust=home.config.trusted_vkeys)
+    assert not res.ok and res.first_failure.name == "attestation" and "Zhao Lei" in res.first_failure.detail
+
+
 def test_a_key_rotation_after_the_case_is_carried_in_the_bundle(home, tmp_path):
     build_case(home, tmp_path / "w", "C-ROT", exhibits=1)
     home.rotate_key()  # the export record and checkpoint are signed by the new key

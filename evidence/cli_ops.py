@@ -1,0 +1,242 @@
+"""`evidence` commands for running a team deployment: schema migrations,
+homes joining a shared ledger, and the capture queue with its workers.
+
+Registered on the main app by ``evidence.cli`` through ``register`` (which
+hands over the running CLI module, also when it runs as ``python -m
+evidence.cli``); same conventions (``--json``, one-line errors, exit codes of
+DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .errors import UsageError
+
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+_cli: Any = None  # the running evidence.cli module (set by register)
+
+
+def register(cli_module: Any) -> None:
+    global _cli
+    _cli = cli_module
+    for cmd in (migrate, join, enqueue, worker, jobs):
+        cli_module.app.command()(cmd)
+    cli_module.key_app.command("register")(key_register)
+
+
+def emit(obj: dict[str, Any]) -> None:
+    _cli.emit(obj)
+
+
+def _open() -> Any:
+    return _cli._open()
+
+
+def migrate(
+    status_only: bool = typer.Option(False, "--status", help="Only report the schema revision; change nothing."),
+    db_url: str | None = typer.Option(None, "--db-url", help="SQLAlchemy URL (default: the home's ledger)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Upgrade the ledger database schema to this version's revision."""
+    from evidence.config import Home, default_home
+    from ledger import migrations
+    from ledger.store import Store, safe_url
+
+    url = Home(default_home()).db_url(db_url)
+    before = migrations.status(url)
+    if before.empty:
+        _cli.fail(f"{safe_url(url)} holds no ledger (run `evidence init`)", 2)
+    if not status_only and not before.up_to_date:
+        before = migrations.upgrade(url)
+    after = migrations.status(url)
+    if not status_only:
+        # Opening runs every open-time check (revision, truncation) on the result.
+        Store(url).dispose()
+    info = {
+        "database": safe_url(url),
+        "before": before.current or ("pre-migrations" if before.legacy else None),
+        "current": after.current or ("pre-migrations" if after.legacy else None),
+        "head": after.head,
+        "up_to_date": after.up_to_date,
+    }
+    if as_json:
+        emit(info)
+    elif status_only:
+        _cli.out.print(f"schema revision {info['current']}, head {info['head']}" + ("" if after.up_to_date else ": run `evidence migrate`"))
+    elif info["before"] == info["current"]:
+        _cli.out.print(f"Ledger schema is at revision {info['current']} (head {info['head']}): nothing to do")
+    else:
+        _cli.out.print(f"Ledger schema migrated from {info['before']} to {info['current']} (head {info['head']})")
+    if status_only and not after.up_to_date:
+        raise typer.Exit(1)
+
+
+def join(
+    name: str = typer.Option(..., "--name", help="Name of this writer (machine or worker) in the ledger."),
+    trust: str = typer.Option(..., "--trust", help="The log's verifier key (vkey, or a file holding it): `evidence key show` on the log's home."),
+    db_url: str | None = typer.Option(None, "--db-url", help="The shared ledger (default: EVIDENCE_DB_URL)."),
+    artifacts: str | None = typer.Option(None, "--artifacts", help="Shared artifact directory (absolute path) to use."),
+    no_passphrase: bool = typer.Option(False, "--no-passphrase", help="Store the signing key unencrypted."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a home on this machine that writes to an existing shared ledger."""
+    from ledger.log import KEY_REQUEST, Ledger
+
+    vkey = _one_vkey(trust)
+    led, request = Ledger.join(
+        name=name, trust=vkey, db_url=db_url, unencrypted=no_passphrase, artifacts=artifacts
+    )
+    info = {
+        "home": str(led.home.root), "origin": led.origin, "key_id": request["key_id"],
+        "request": str(led.home.root / KEY_REQUEST),
+    }
+    led.close()
+    if as_json:
+        emit(info)
+        return
+    _cli.out.print(f"Home {info['home']} joined log {info['origin']} with key {info['key_id']}")
+    _cli.out.print(f"On the log's home run: evidence key register {info['request']}", highlight=False)
+
+
+def _one_vkey(item: str) -> str:
+    p = Path(item)
+    if "+" in item and not p.exists():
+        return item
+    try:
+        lines = [ln.strip() for ln in p.read_text("utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read --trust {item}: {getattr(e, 'strerror', None) or e}") from None
+    if len(lines) != 1:
+        raise UsageError(f"--trust {item} must hold exactly one verifier key (the log's)")
+    return lines[0]
+
+
+def key_register(
+    request: Path = typer.Argument(..., help="key-request.json written by `evidence join` on the other machine."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Register another machine's writer key (its proof of possession is checked)."""
+    try:
+        payload = json.loads(request.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise UsageError(f"cannot read key request {request}: {getattr(e, 'strerror', None) or e}") from None
+    led = _open()
+    try:
+        rec = led.register_request(payload)
+    finally:
+        led.close()
+    info = {"index": rec.index, "name": rec.payload["name"], "role": rec.payload["role"], "key_id": rec.payload["key_id"]}
+    if as_json:
+        emit(info)
+    else:
+        _cli.out.print(f"Key {info['key_id']} registered for {info['name']} ({info['role']}) at record {rec.index}")
+
+
+def enqueue(
+    url: list[str] = typer.Argument(None, help="Page(s) to capture (or use --urls)."),
+    case: str = typer.Option(..., "--case", help="Case id the exhibits belong to."),
+    operator: str | None = typer.Option(None, "--operator", help="Who asked for the capture (recorded)."),
+    note: str | None = typer.Option(None, "--note", help="Free text recorded with each exhibit."),
+    urls: Path | None = typer.Option(None, "--urls", help="File of URLs, one a line."),
+    max_attempts: int = typer.Option(3, "--max-attempts", help="Claims of a job before it is marked failed."),
+    load_timeout: float | None = typer.Option(None, "--load-timeout", help="Seconds to wait for the load event."),
+    settle_timeout: float | None = typer.Option(None, "--settle-timeout", help="Seconds to wait for requests to settle."),
+    max_scroll: int | None = typer.Option(None, "--max-scroll", help="Scroll steps for lazy loading."),
+    no_mhtml: bool = typer.Option(False, "--no-mhtml", help="Skip the MHTML snapshot."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Queue pages for capture by `evidence worker` processes (on any machine sharing the ledger)."""
+    from capture.worker import enqueue as enqueue_urls
+
+    todo = list(url or [])
+    if urls is not None:
+        try:
+            lines = [ln.strip() for ln in urls.read_text("utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read {urls}: {getattr(e, 'strerror', None) or e}") from None
+        todo += [ln for ln in lines if ln and not ln.startswith("#")]
+    opts: dict[str, Any] = {}
+    for k, v in (("load_timeout", load_timeout), ("settle_timeout", settle_timeout), ("max_scroll_steps", max_scroll)):
+        if v is not None:
+            opts[k] = v
+    if no_mhtml:
+        opts["mhtml"] = False
+    led = _open()
+    try:
+        ids = enqueue_urls(led, todo, case=case, operator=operator, note=note, max_attempts=max_attempts, **opts)
+    finally:
+        led.close()
+    if as_json:
+        emit({"jobs": ids})
+    else:
+        _cli.out.print(f"Queued {len(ids)} job(s): {', '.join(map(str, ids))}")
+
+
+def worker(
+    signer: str | None = typer.Option(None, "--signer", help="Registered writer key of this home to sign with (default: the home's key)."),
+    once: bool = typer.Option(False, "--once", help="Exit when the queue is empty."),
+    max_jobs: int | None = typer.Option(None, "--max-jobs", help="Exit after handling this many jobs."),
+    poll: float = typer.Option(2.0, "--poll", help="Seconds between looks at an empty queue."),
+    lease: float = typer.Option(600.0, "--lease", help="Seconds a claim holds without renewal; a dead worker's job is retaken after it."),
+    name: str | None = typer.Option(None, "--name", help="Worker name in the queue (default HOST:PID:KEYID)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Capture queued pages and seal them, signed with this worker's key; Ctrl-C stops after the current job."""
+    from capture.worker import run_worker
+
+    led = _open()
+    stop = threading.Event()
+    try:
+        if signer:
+            led.use_signer(signer)
+        # SIGTERM (systemd, docker stop) ends the loop after the current job.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stats = run_worker(
+            led, worker_id=name, once=once, max_jobs=max_jobs, poll=poll, lease=lease, stop=stop,
+            defaults=_cli._check_settings(led, None, None, None),
+            log=None if as_json else (lambda m: _cli.err.print(m, highlight=False, markup=False)),
+        )
+    finally:
+        led.close()
+    if as_json:
+        emit(stats.to_json())
+    else:
+        _cli.out.print(f"Worker {stats.worker}: {len(stats.done)} sealed, {len(stats.failed)} failed, {len(stats.lost)} lost")
+
+
+def jobs(
+    state: str | None = typer.Option(None, "--state", help="queued, running, done or failed."),
+    case: str | None = typer.Option(None, "--case", help="Only jobs of this case."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """List the capture queue."""
+    from rich.table import Table
+
+    from ledger.queue import Queue
+
+    led = _open()
+    try:
+        q = Queue(led.store)
+        items, counts = q.list(state=state, case_id=case), q.counts()
+    finally:
+        led.close()
+    if as_json:
+        emit({"counts": counts, "jobs": [j.to_json() for j in items]})
+        return
+    table = Table(title=", ".join(f"{n} {s}" for s, n in counts.items()))
+    for col in ("job", "state", "case", "url", "tries", "worker", "record", "error"):
+        table.add_column(col, overflow="fold")
+    for j in items:
+        table.add_row(
+            str(j.id), j.state, j.case, j.url, f"{j.attempts}/{j.max_attempts}", j.claimed_by or "",
+            "" if j.record_idx is None else str(j.record_idx), (j.error or "")[:120],
+        )
+    _cli.out.print(table)
