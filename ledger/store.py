@@ -406,17 +406,9 @@ class Store:
             prev = leaf.hex()
             out.append(rec)
         sealed.extend(out)
-        m = self._mark
-        conn.exec_driver_sql(
-            f"INSERT INTO records (idx, leaf, kind, case_id, time, key_id, body) "
-            f"VALUES ({m}, {m}, {m}, {m}, {m}, {m}, {m})",
-            rec_rows,  # type: ignore[arg-type]
-        )
+        self._insert(conn, "records (idx, leaf, kind, case_id, time, key_id, body)", rec_rows)
         if node_rows:
-            conn.exec_driver_sql(
-                f"INSERT INTO nodes (level, idx, hash) VALUES ({m}, {m}, {m})",
-                node_rows,  # type: ignore[arg-type]
-            )
+            self._insert(conn, "nodes (level, idx, hash)", node_rows)
         conn.execute(
             tree_state.update()
             .where(tree_state.c.id == 1)
@@ -424,6 +416,20 @@ class Store:
         )
         self._edge, self._edge_leaf = edge, out[-1].leaf
         return out
+
+    def _insert(self, conn: Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
+        m = self._mark
+        one = "(" + ", ".join([m] * len(rows[0])) + ")"
+        if self.is_sqlite:
+            # In-process: executemany costs no round trips.
+            conn.exec_driver_sql(f"INSERT INTO {into} VALUES {one}", rows)  # type: ignore[arg-type]
+            return
+        # Over the network every statement is a round trip made while the
+        # tree lock is held: COPY sends the whole batch in one stream.
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY {into} FROM STDIN") as copy:  # type: ignore[union-attr]
+            for row in rows:
+                copy.write_row(row)
 
     # -- reads -------------------------------------------------------------
 
