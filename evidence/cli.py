@@ -455,13 +455,26 @@ def verify(
     if as_json:
         emit(res.to_json())
     else:
-        table = Table(title=f"Case {res.case}: {len(res.checks)} checks")
-        for col in ("check", "result", "where", "detail"):
-            table.add_column(col, overflow="fold")
-        shown = [c for c in res.checks if not c.ok] or [c for c in res.checks if c.name not in ("file-digest", "artifact-digest")]
-        for c in shown[:60]:
-            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.where or "", c.detail)
+        failed = [c for c in res.checks if not c.ok]
+        if failed:
+            table = Table(title=f"Case {res.case}: {len(failed)} of {len(res.checks)} checks FAILED")
+            for col in ("check", "where", "why"):
+                table.add_column(col, overflow="fold")
+            for c in failed[:60]:
+                table.add_row(c.name, c.where or "", c.detail)
+        else:
+            # One line per kind of check: the report and --json list every single one.
+            table = Table(title=f"Case {res.case}: all {len(res.checks)} checks passed")
+            for col in ("check", "passed", "for example"):
+                table.add_column(col, overflow="fold")
+            kinds: dict[str, list[Any]] = {}
+            for c in res.checks:
+                kinds.setdefault(c.name, []).append(c)
+            for name, cs in kinds.items():
+                table.add_row(name, f"[green]{len(cs)}[/]", f"{cs[0].where or ''}: {cs[0].detail}"[:160])
         out.print(table)
+        for w_ in res.warnings:
+            err.print(f"[yellow]warning:[/] {w_}", highlight=False)
         for ex in res.exhibits:
             out.print(f"exhibit {ex['index']}: {ex['url']} captured {ex.get('started')} by {ex.get('operator')}", highlight=False)
         if report is not None:
