@@ -16,6 +16,7 @@ the revisions in order (a test keeps it equal to ``versions/``).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,11 +109,17 @@ def upgrade_conn(conn: Connection, target: str = "head") -> Status:
     if before.current is not None and before.current not in KNOWN:
         check(conn, "database")  # raises: newer than we know
     cfg = alembic_config(conn)
-    if before.legacy:
-        _check_legacy(conn)
-        command.stamp(cfg, LEGACY)
-    command.upgrade(cfg, target)
+    # Alembic's migration context is module-global: two threads migrating
+    # two ledgers at once would run in each other's context.
+    with _ALEMBIC:
+        if before.legacy:
+            _check_legacy(conn)
+            command.stamp(cfg, LEGACY)
+        command.upgrade(cfg, target)
     return before
+
+
+_ALEMBIC = threading.Lock()
 
 
 def _check_legacy(conn: Connection) -> None:

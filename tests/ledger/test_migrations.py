@@ -160,3 +160,28 @@ def test_init_does_not_migrate_an_old_ledger(tmp_path, url):
     with pytest.raises(SchemaError, match="run `evidence migrate`"):
         Ledger.init(tmp_path / "second", unencrypted=True, db_url=url)
     assert migrations.status(url).current == "0001"
+
+
+def test_homes_created_from_several_threads_at_once(tmp_path):
+    """Alembic keeps its migration context in a module global: migrations are serialised in-process."""
+    import threading
+
+    from ledger.log import Ledger
+
+    errors: list[str] = []
+
+    def make(i: int) -> None:
+        try:
+            Ledger.init(tmp_path / f"h{i}", unencrypted=True, origin=f"t{i}.example/log").close()
+        except Exception as e:  # collected: a thread's exception would otherwise vanish
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i in range(6):
+        with Ledger.open(tmp_path / f"h{i}") as led:
+            assert led.size() == 1
