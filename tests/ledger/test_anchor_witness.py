@@ -8,7 +8,6 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from ledger.note import CosignatureVerifier
 
 from evidence.errors import UsageError
 from ledger.anchors import (
@@ -27,6 +26,7 @@ from ledger.anchors import (
 from ledger.anchors._http import post
 from ledger.anchors.witness import SIZE_TYPE, WitnessSizeConflict, request_body
 from ledger.log import Ledger
+from ledger.note import CosignatureVerifier
 
 
 def grow(led: Ledger, n: int, tag: str = "x") -> None:
