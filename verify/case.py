@@ -240,7 +240,8 @@ class _Run:
         self.records: dict[int, Record] = {}
         self.notes: dict[int, tuple[bytes, Checkpoint]] = {}
         self.case: dict[str, Any] = {}
-        self.key_names: dict[str, str] = {}  # key id -> name given by its key-add record
+        self.key_names: dict[str, str] = {}
+        self._key_files: dict[str, tuple[str, Verifier] | str] | None = None  # key id -> name given by its key-add record
 
     # -- helpers ------------------------------------------------------------------
 
@@ -280,10 +281,12 @@ class _Run:
         self.check_checkpoints(verifiers)
         self.check_records()
         self.check_completeness()
+        # Before the exhibits: a damaged map would otherwise surface as a
+        # missing file somewhere else instead of as itself.
+        self.check_map()
         self.check_exhibits()
         self.check_attestations()
         self.check_anchors()
-        self.check_map()
         self.summarise()
 
     def hash_files(self) -> None:
@@ -365,17 +368,25 @@ class _Run:
             if h.warc is not None:
                 self.add("warc-digests", h.warc.ok, h.warc.detail() if h.warc.ok else "; ".join(h.warc.errors[:3]), name)
 
+    def key_files(self) -> dict[str, tuple[str, Verifier] | str]:
+        """Each key file case.json names: (its text, the parsed key), or why it is unusable. Parsed once."""
+        if self._key_files is None:
+            self._key_files = {}
+            for k in self.case.get("keys") or []:
+                path = str(k.get("path")) if isinstance(k, dict) else CASE_JSON
+                try:
+                    vkey = self.data(path, 4096).decode("utf-8").strip()
+                    self._key_files[path] = (vkey, Verifier.parse(vkey))
+                except (EvidenceError, UnicodeDecodeError) as e:
+                    self._key_files[path] = f"unusable verifier key: {e}"
+        return self._key_files
+
     def trust(self) -> list[Verifier] | None:
         if self.pinned:
             self.res.trusted = True  # until a checkpoint fails to verify under the pinned keys
             return self.pinned
-        own: list[Verifier] = []
-        for k in self.case.get("keys") or []:
-            path = k.get("path") if isinstance(k, dict) else None
-            try:
-                own.append(Verifier.parse(self.data(str(path), 4096).decode("utf-8").strip()))
-            except (EvidenceError, UnicodeDecodeError) as e:
-                self.add("key-file", False, f"unusable verifier key: {e}", str(path))
+        # Unusable key files are reported by check_keys.
+        own = [kf[1] for kf in self.key_files().values() if not isinstance(kf, str)]
         self.res.warnings.append(
             "untrusted, self-declared: no log key was pinned, so the bundle's own key(s) were used; "
             "anyone can make a self-consistent bundle with a key of their own"
@@ -524,13 +535,11 @@ class _Run:
                 self.add("record-signature", False, str(e).removeprefix(f"record {idx}: "), where)
         # A shipped verifier key is only a convenience, but one the records do
         # not introduce would let a bundle declare a key of its own choosing.
-        for k in self.case.get("keys") or []:
-            path = str(k.get("path")) if isinstance(k, dict) else CASE_JSON
-            try:
-                v = Verifier.parse(self.data(path, 4096).decode("utf-8").strip())
-            except (EvidenceError, UnicodeDecodeError) as e:
-                self.add("key-file", False, f"unusable verifier key: {e}", path)
+        for path, kf in self.key_files().items():
+            if isinstance(kf, str):
+                self.add("key-file", False, kf, path)
                 continue
+            v = kf[1]
             ok = v.public_raw in log_keys and v.name == self.case.get("origin")
             self.add("key-file", ok, f"log key {key_id_for(v.public_raw)}, introduced by the records" if ok
                      else "not a key of this log introduced by the bundle's records", path)
@@ -617,11 +626,8 @@ class _Run:
             if not isinstance(k, dict) or k.get("path") != key_path(str(k.get("key_id"))):
                 bad.append(f"key entry {str(k)[:60]}")
                 continue
-            try:
-                v = Verifier.parse(str(k.get("vkey")))
-                if key_id_for(v.public_raw) != k.get("key_id") or self.data(k["path"], 4096).decode().strip() != k.get("vkey"):
-                    bad.append(f"key entry {k.get('key_id')}")
-            except (EvidenceError, UnicodeDecodeError):
+            kf = self.key_files().get(k["path"])
+            if isinstance(kf, str) or kf is None or kf[0] != k.get("vkey") or key_id_for(kf[1].public_raw) != k.get("key_id"):
                 bad.append(f"key entry {str(k)[:60]}")
         for a in c.get("anchors") or []:
             idx = a.get("index") if isinstance(a, dict) else None
