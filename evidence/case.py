@@ -52,7 +52,7 @@ from typing import Any, BinaryIO
 from . import __version__
 from .canonical import CanonicalizationError, loads
 from .digest import CHUNK
-from .errors import CaseFileError, IntegrityError, UsageError
+from .errors import CaseFileError, EnvironmentProblem, IntegrityError, UsageError
 from .record import Record, utc_now
 
 FILE_TYPE = "evidence-chain/case-file"
@@ -263,6 +263,11 @@ def export_case(
     case_recs = list(ledger.records(case=case_id))
     if not case_recs:
         raise UsageError(f"no records for case {case_id!r} in this ledger")
+    # Find out now whether the file can be written, before the export record
+    # is appended: a ledger must not record an export that never happened.
+    fd, tmp = _temp_beside(out_path)
+    os.close(fd)
+    tmp.unlink()
 
     # Records that prove the keys: log-init, every rotation and key addition so
     # far, since the export record and checkpoint are signed by today's key.
@@ -377,9 +382,7 @@ def export_case(
                 blob_files.append((path, d))
         anchor_entries.append({"index": a.index, "type": p.get("type"), "checkpoint_size": p.get("checkpoint_size"), "blobs": blobs})
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+    fd, tmp = _temp_beside(out_path)
     w: _ZipWriter | None = None
     try:
         with os.fdopen(fd, "w+b") as f:
@@ -462,6 +465,11 @@ def export_case(
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out_path)
+    except OSError as e:
+        if w is not None:
+            w.abort()
+        tmp.unlink(missing_ok=True)
+        raise EnvironmentProblem(f"writing the case file {out_path} failed: {e.strerror or e}") from None
     except BaseException:
         if w is not None:
             w.abort()
@@ -504,6 +512,16 @@ def _log_vkeys(ledger: Any, included: dict[int, Record]) -> list[tuple[str, str]
             raw = base64.b64decode(b64)
             out[key_id_for(raw)] = vkey_for(ledger.origin, Ed25519PublicKey.from_public_bytes(raw))
     return sorted(out.items())
+
+
+def _temp_beside(out_path: Path) -> tuple[int, Path]:
+    """A temporary file next to ``out_path`` (so the final rename is atomic)."""
+    try:
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UsageError(f"cannot write the case file {out_path}: {e.strerror or e}") from None
+    return fd, Path(name)
 
 
 def case_map_bytes(case_map: dict[str, Any]) -> bytes:

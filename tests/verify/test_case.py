@@ -189,6 +189,16 @@ def test_export_refuses_an_unknown_case_and_leaves_nothing(home, tmp_path):
     assert list(tmp_path.glob("*.wacz*")) == [] and list(tmp_path.glob(".x.wacz*")) == []
 
 
+def test_export_to_an_unwritable_place_appends_nothing(home, tmp_path):
+    build_case(home, tmp_path / "w", "C-1", exhibits=1)
+    size = home.size()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UsageError, match="cannot write the case file"):
+        export_case(home, "C-1", blocker / "case.wacz")
+    assert home.size() == size  # no case-export record for an export that never happened
+
+
 def test_export_fails_cleanly_when_an_artifact_was_altered_in_the_store(home, tmp_path):
     build_case(home, tmp_path / "w", "C-1", exhibits=1)
     [rec] = [r for r in home.records(case="C-1") if r.kind == "exhibit"]
