@@ -21,7 +21,7 @@ from typing import Any
 
 from evidence import __version__
 from evidence.case import CaseReader
-from evidence.errors import EnvironmentProblem, EvidenceError
+from evidence.errors import EnvironmentProblem, EvidenceError, UsageError
 
 from .case import VerificationResult
 
@@ -207,6 +207,8 @@ def _reverify(r: VerificationResult, name: str) -> str:
 def write_report(result: VerificationResult, case_path: Path | str, out: Path | str) -> Path:
     """Write the report as HTML, or as PDF when ``out`` ends in ``.pdf`` (needs WeasyPrint)."""
     out = Path(out)
+    if not out.parent.is_dir():
+        raise UsageError(f"cannot write the report {out}: folder {out.parent} does not exist")
     doc = render_html(result, case_path)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
@@ -219,6 +221,8 @@ def write_report(result: VerificationResult, case_path: Path | str, out: Path | 
         else:
             tmp.write_text(doc, "utf-8")
         tmp.replace(out)
+    except OSError as e:
+        raise UsageError(f"cannot write the report {out}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return out

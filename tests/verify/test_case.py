@@ -334,5 +334,9 @@ def test_cli_export_verify_exit_codes(home, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = run(home_dir, "export", "NO-SUCH-CASE", "-o", str(tmp_path / "n.wacz"))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "no records" in r.stderr
+    r = run(home_dir, "verify", str(out), "--report", str(tmp_path / "no-such-dir" / "r.html"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "cannot write the report" in r.stderr
+    r = run(home_dir, "export", "C-CLI", "-o", str(vkey / "c.wacz"))  # a file where a folder should be
+    assert r.returncode == 2 and "cannot write the case file" in r.stderr and "Traceback" not in r.stderr
     r = run(home_dir, "verify", str(out), "--require-trust")
     assert r.returncode == 1 and "self-declared" in r.stderr
