@@ -101,50 +101,6 @@ def consistency_path(old: int, new: int) -> str:
     return f"evidence/consistency-{old}-{new}.proof"
 
 
-# -- consistency proof text ---------------------------------------------------------
-
-CONSISTENCY_HEADER = "evidence-chain/consistency-proof@v1"
-
-
-def format_consistency(old: int, new: int, hashes: Sequence[bytes]) -> str:
-    """``header / old N / new M / base64 hash per line``: same spirit as C2SP tlog-proof."""
-    import base64
-
-    lines = [CONSISTENCY_HEADER, f"old {old}", f"new {new}", *(base64.b64encode(h).decode() for h in hashes)]
-    return "\n".join(lines) + "\n"
-
-
-def parse_consistency(text: str) -> tuple[int, int, list[bytes]]:
-    import base64
-    import binascii
-
-    from .errors import ProofError
-
-    if not text.endswith("\n"):
-        raise ProofError("consistency proof must end with a newline")
-    lines = text[:-1].split("\n")
-    if len(lines) < 3 or lines[0] != CONSISTENCY_HEADER:
-        raise ProofError(f"consistency proof must start with {CONSISTENCY_HEADER!r}, old and new lines")
-    sizes = []
-    for line, word in ((lines[1], "old "), (lines[2], "new ")):
-        digits = line[len(word):]
-        if not line.startswith(word) or not re.fullmatch(r"0|[1-9][0-9]{0,18}", digits):
-            raise ProofError(f"consistency proof line {line[:30]!r} is not '{word}<size>'")
-        sizes.append(int(digits))
-    if len(lines) - 3 > 126:
-        raise ProofError("consistency proof has more hashes than any tree can need")
-    hashes = []
-    for line in lines[3:]:
-        try:
-            h = base64.b64decode(line, validate=True)
-        except (ValueError, binascii.Error):
-            raise ProofError("consistency proof hash is not base64") from None
-        if len(h) != 32:
-            raise ProofError(f"consistency proof hash is {len(h)} bytes, expected 32")
-        hashes.append(h)
-    return sizes[0], sizes[1], hashes
-
-
 # -- export -------------------------------------------------------------------------
 
 
@@ -420,7 +376,7 @@ def export_case(
             cons_meta = []
             for a_size, b_size in zip(sizes, sizes[1:]):
                 hashes = ledger.store.consistency_proof(a_size, b_size)
-                w.add_bytes(consistency_path(a_size, b_size), format_consistency(a_size, b_size, hashes).encode())
+                w.add_bytes(consistency_path(a_size, b_size), cpmod.format_consistency(a_size, b_size, hashes).encode())
                 cons_meta.append({"old": a_size, "new": b_size, "path": consistency_path(a_size, b_size)})
             keys_meta = []
             for v in _log_vkeys(ledger, included):

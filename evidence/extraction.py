@@ -121,14 +121,8 @@ class ExtractionRecord:
 def build_record(ledger: Any, index: int, *, place: str | None = None, now: dt.datetime | None = None) -> ExtractionRecord:
     """Collect the record of exhibit ``index``; ``place`` defaults to the home's ``office`` setting."""
     from evidence import __version__
-    from evidence.record import parse_record
 
-    stored = ledger.store.record(index)
-    if stored is None:
-        raise UsageError(f"no record {index} in the ledger")
-    rec = parse_record(stored.body, expect_index=index)
-    if rec.kind != "exhibit":
-        raise UsageError(f"record {index} is a {rec.kind!r} record, not an exhibit")
+    rec = ledger.exhibit_record(index)
     msha = str(rec.payload.get("manifest", {}).get("sha256", ""))
     with ledger.artifacts.open(msha) as f:
         manifest = loads(f.read())

@@ -100,13 +100,48 @@ def parse_proof(text: str) -> TlogProof:
         raise ProofError(f"tlog-proof index {digits!r} is not decimal")
     hashes = []
     for line in lines[pos + 1 :]:
-        try:
-            h = base64.b64decode(line, validate=True)
-        except (ValueError, binascii.Error):
-            raise ProofError("tlog-proof hash is not base64") from None
-        if len(h) != 32:
-            raise ProofError(f"tlog-proof hash is {len(h)} bytes, expected 32")
-        hashes.append(h)
+        hashes.append(_hash_line(line, "tlog-proof"))
     if len(hashes) > 63:
         raise ProofError("tlog-proof has more hashes than any tree can need")
     return TlogProof(int(digits), hashes, note, extra)
+
+
+def _hash_line(line: str, what: str) -> bytes:
+    """One base64 SHA-256 hash per line, as both proof formats carry them."""
+    try:
+        h = base64.b64decode(line, validate=True)
+    except (ValueError, binascii.Error):
+        raise ProofError(f"{what} hash is not base64") from None
+    if len(h) != 32:
+        raise ProofError(f"{what} hash is {len(h)} bytes, expected 32")
+    return h
+
+
+# -- consistency proof text (case files) ------------------------------------------
+# Not a C2SP format (C2SP has none for consistency): the tlog-proof layout with
+# an old and a new size instead of an index, so the same tools read it.
+
+CONSISTENCY_HEADER = "evidence-chain/consistency-proof@v1"
+
+
+def format_consistency(old: int, new: int, hashes: list[bytes]) -> str:
+    """``header / old N / new M / base64 hash per line``."""
+    lines = [CONSISTENCY_HEADER, f"old {old}", f"new {new}", *(base64.b64encode(h).decode() for h in hashes)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_consistency(text: str) -> tuple[int, int, list[bytes]]:
+    if not text.endswith("\n"):
+        raise ProofError("consistency proof must end with a newline")
+    lines = text[:-1].split("\n")
+    if len(lines) < 3 or lines[0] != CONSISTENCY_HEADER:
+        raise ProofError(f"consistency proof must start with {CONSISTENCY_HEADER!r}, old and new lines")
+    sizes = []
+    for line, word in ((lines[1], "old "), (lines[2], "new ")):
+        digits = line[len(word):]
+        if not line.startswith(word) or not re.fullmatch(r"0|[1-9][0-9]{0,18}", digits):
+            raise ProofError(f"consistency proof line {line[:30]!r} is not '{word}<size>'")
+        sizes.append(int(digits))
+    if len(lines) - 3 > 126:
+        raise ProofError("consistency proof has more hashes than any tree can need")
+    return sizes[0], sizes[1], [_hash_line(line, "consistency proof") for line in lines[3:]]

@@ -437,15 +437,20 @@ class Ledger:
         pp = passphrase if passphrase is not None else self._passphrase
         return load_key(self.home.keys_dir / f"{entry['key_id']}.key", pp)
 
-    def attest(self, index: int, officer: str, statement: str | None = None, passphrase: bytes | None = None) -> Record:
-        """A second officer's signed attestation of an exhibit record."""
-        key = self.signer_key(officer, passphrase)
+    def exhibit_record(self, index: int) -> Record:
+        """Record ``index``, which must be an exhibit (else a one-line UsageError)."""
         stored = self.store.record(index)
         if stored is None:
             raise UsageError(f"no record {index} in the ledger")
-        target = parse_record(stored.body, expect_index=index)
-        if target.kind != "exhibit":
-            raise UsageError(f"record {index} is a {target.kind!r} record, not an exhibit")
+        rec = parse_record(stored.body, expect_index=index)
+        if rec.kind != "exhibit":
+            raise UsageError(f"record {index} is a {rec.kind!r} record, not an exhibit")
+        return rec
+
+    def attest(self, index: int, officer: str, statement: str | None = None, passphrase: bytes | None = None) -> Record:
+        """A second officer's signed attestation of an exhibit record."""
+        key = self.signer_key(officer, passphrase)
+        target = self.exhibit_record(index)
         payload = {
             "exhibit_index": index,
             "exhibit_leaf": target.leaf.hex(),

@@ -53,7 +53,6 @@ from evidence.case import (
     key_path,
     load_json,
     manifest_path,
-    parse_consistency,
     proof_path,
     record_path,
 )
@@ -61,7 +60,7 @@ from evidence.errors import CaseFileError, EvidenceError, IntegrityError
 from evidence.keys import key_id_for, public_from_raw
 from evidence.record import GENESIS_PREV, Record, parse_record
 from ledger import merkle
-from ledger.checkpoint import Checkpoint, parse_proof
+from ledger.checkpoint import Checkpoint, parse_consistency, parse_proof
 from ledger.log import verify_key_add, verify_rotation
 from ledger.note import CosignatureVerifier, Verifier, verify_note
 
