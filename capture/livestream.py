@@ -187,6 +187,7 @@ class Recorder:
         self.lock = threading.RLock()
         self.stopped = threading.Event()
         self.stop_reason: str | None = None
+        self.signals: list[tuple[str, str]] = []  # (name, time) noted by the signal handler
         self.t0 = time.monotonic()
         self.deadline = self.t0 + limits.duration
         self.result = LivestreamSession(str(uuid.uuid4()), url, mode, case, rfc3339(now_utc()))
@@ -312,6 +313,10 @@ class Recorder:
             self.stop(reason)
         with self.lock:
             r = self.result
+            # Logged only now: a handler that logged itself could land in a
+            # window this thread was in the middle of sealing, and be lost.
+            for name, at in self.signals:
+                self.window.log.append({"time": at, "step": "signal", "message": f"received {name}", "level": "warning"})
             r.end_reason = self.stop_reason or "failed"
             self.log("end", f"capture ended: {r.end_reason}", reason=r.end_reason)
             self._seal(self.window)
@@ -344,6 +349,13 @@ class Recorder:
         return r
 
     # -- what goes into a window ----------------------------------------------
+
+    def signalled(self, name: str) -> None:
+        """From a signal handler: note it and stop, taking no lock (this thread may hold it)."""
+        self.signals.append((name, rfc3339(now_utc())))
+        if self.stop_reason is None:
+            self.stop_reason = "interrupted"
+        self.stopped.set()
 
     def stop(self, reason: str) -> None:
         with self.lock:
@@ -751,8 +763,7 @@ def _signals(rec: Recorder) -> Iterator[None]:
     def handler(signum: int, _frame: Any) -> None:
         if rec.stopping and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        rec.log("signal", f"received {signal.Signals(signum).name}", level="warning")
-        rec.stop("interrupted")
+        rec.signalled(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
