@@ -22,6 +22,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from evidence.digest import sha256_file
 from evidence.errors import EnvironmentProblem
 
 THUMB_WIDTH = 96
@@ -78,15 +79,10 @@ def png_file(path: Path) -> WrittenFrame:
     """Hash a PNG someone else wrote (a browser screenshot) and thumbnail it."""
     from PIL import Image
 
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            h.update(chunk)
-            size += len(chunk)
+    sha, size = sha256_file(path)
     with Image.open(path) as im:
         thumb = thumbnail(im)
-    return WrittenFrame(path, h.hexdigest(), size, thumb)
+    return WrittenFrame(path, sha, size, thumb)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from evidence.digest import sha256_file
 from evidence.errors import CaptureError, EvidenceError, UsageError
 from evidence.exhibit import ArtifactFile
 
@@ -687,22 +688,10 @@ class _PartsRecorder(Recorder):
     def _finish_part(self) -> None:
         assert self.parts is not None and self.parts.path is not None
         self.parts.close()
-        wf = file_digest(self.parts.path)
+        wf = sha256_file(self.parts.path)
         seg = self.window.segments[-1]
         seg.update(size=wf[1], sha256=wf[0])
         self.result.segments += 1
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    import hashlib
-
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
 
 
 def run_progressive(rec: Recorder, fetcher: Fetcher, url: str) -> None:

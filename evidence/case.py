@@ -51,7 +51,7 @@ from typing import Any, BinaryIO
 
 from . import __version__
 from .canonical import CanonicalizationError, loads
-from .digest import CHUNK
+from .digest import CHUNK, sha256_file
 from .errors import CaseFileError, EnvironmentProblem, IntegrityError, UsageError
 from .record import Record, utc_now
 
@@ -285,7 +285,7 @@ def export_case(
     index_file = Path(workdir.name) / "index.cdxj"
     _write_cdxj(ledger.artifacts, warcs, Path(workdir.name), index_file)
     pages_raw = _pages_jsonl(case_id, pages)
-    derived = {INDEX: _file_sha256(index_file), PAGES: hashlib.sha256(pages_raw).hexdigest()}
+    derived = {INDEX: sha256_file(index_file)[0], PAGES: hashlib.sha256(pages_raw).hexdigest()}
 
     # Anchors: for each exported record, the anchors of the first anchored
     # checkpoint covering it (chosen before the export record, which lists them).
@@ -501,14 +501,6 @@ def datapackage_digest(datapackage: bytes) -> bytes:
 
     digest = {"path": DATAPACKAGE, "hash": "sha256:" + hashlib.sha256(datapackage).hexdigest()}
     return json.dumps(digest, indent=1).encode()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pages_jsonl(case_id: str, pages: list[dict[str, Any]]) -> bytes:

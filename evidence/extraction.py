@@ -162,18 +162,18 @@ def _attestations(ledger: Any, exhibit: Any) -> list[Attestation]:
 
     officers: dict[str, tuple[str, str, bytes]] = {}  # key_id -> (name, role, raw key)
     found = []
-    for s in ledger.store.iter_records(start=0):
-        if s.kind == "key-add":
-            r = parse_record(s.body, expect_index=s.index)
-            try:
-                kid, raw, name, role = verify_key_add(r.payload)
-            except EvidenceError:
-                continue
-            officers[kid] = (name, role, raw)
-        elif s.kind == "attestation" and s.index > exhibit.index:
-            r = parse_record(s.body, expect_index=s.index)
-            if r.payload.get("exhibit_index") == exhibit.index:
-                found.append(r)
+    # Filtered by kind in the database: the bodies of every other record stay there.
+    for s in ledger.store.iter_records(kind="key-add"):
+        r = parse_record(s.body, expect_index=s.index)
+        try:
+            kid, raw, name, role = verify_key_add(r.payload)
+        except EvidenceError:
+            continue
+        officers[kid] = (name, role, raw)
+    for s in ledger.store.iter_records(kind="attestation", start=exhibit.index + 1):
+        r = parse_record(s.body, expect_index=s.index)
+        if r.payload.get("exhibit_index") == exhibit.index:
+            found.append(r)
     out = []
     for r in found:
         p = r.payload

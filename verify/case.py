@@ -306,6 +306,7 @@ class _Run:
     def check_datapackage(self) -> None:
         z = self.z
         listed: dict[str, tuple[str, int]] = {}
+        raw = b""
         try:
             raw = z.read(DATAPACKAGE, 64 << 20)
             self.hashed[DATAPACKAGE] = _Hashed(hashlib.sha256(raw).hexdigest(), len(raw))
@@ -335,7 +336,7 @@ class _Run:
                 got = self.hashed[DATAPACKAGE].sha256
                 if got != want:
                     self.add("datapackage-digest", False, f"sha256 {got}, {DATAPACKAGE_DIGEST} says {want}", DATAPACKAGE)
-                elif raw_d != datapackage_digest(z.read(DATAPACKAGE, 64 << 20)):
+                elif raw_d != datapackage_digest(raw):
                     self.add("datapackage-digest", False, "altered: not the exact form evidence-chain writes", DATAPACKAGE_DIGEST)
                 else:
                     self.add("datapackage-digest", True, f"sha256 {got}", DATAPACKAGE)
