@@ -3,11 +3,16 @@
     .venv/bin/python benchmarks/tamper.py [--mutations 1000] [--seed 1]
 
 Builds a ledger with a case of several exhibits (WARC, screenshots, DOM, log),
-older checkpoints and a key rotation, exports it, then applies one mutation at
-a time (flip a byte in a file or in the raw ZIP, delete or reorder a record,
-swap an artifact between exhibits, re-sign with another key, roll back the
-checkpoint) and verifies with the genuine log key pinned. Prints how many were
-detected and how many named the damaged item; lists any that were not.
+older checkpoints, an earlier export and a key rotation, exports it, then
+applies one mutation at a time (flip a byte in a file or in the raw ZIP,
+delete or reorder a record, swap an artifact between exhibits, re-sign with
+another key, roll back the checkpoint) or one forgery with every digest and
+derived file recomputed (drop an exhibit and the export record, drop the
+export record, add a file listed in datapackage.json in any folder, replace
+the CDXJ index, add a forged WARC, a second WARC for an exhibit's URL, swap in
+the older export record) and verifies with the genuine log key pinned. Prints
+how many were detected and how many named the damaged item; lists any that
+were not.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ledger.log import Ledger  # noqa: E402
 def make_case(work: Path, exhibits: int = 5) -> tuple[Path, list[str], list[str]]:
     led = Ledger.init(work / "home", unencrypted=True, origin="tamper.example/log")
     build_case(led, work, "CASE-T", exhibits=2)
+    export_case(led, "CASE-T", work / "earlier.wacz")  # an older export record the forger may swap in
     old = [led.checkpoint().note]
     led.rotate_key()
     build_case(led, work / "more", "CASE-T", exhibits=exhibits - 2)

@@ -13,6 +13,7 @@ import functools
 import http.client
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -20,21 +21,29 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from evidence import __version__
+from evidence.errors import UsageError
 
 TOOL = "evidence-chain"
+#: Variables a browser or HTTP client on this machine may take a proxy from
+#: (SOCKS_SERVER is Chromium's own on Linux); any other ``*_proxy`` is recorded too.
 PROXY_VARS = (
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",
+    "FTP_PROXY",
     "NO_PROXY",
+    "SOCKS_SERVER",
     "http_proxy",
     "https_proxy",
     "all_proxy",
+    "ftp_proxy",
     "no_proxy",
 )
+PROXY_SCHEMES = ("http", "https", "socks4", "socks5")
+REDACTED = "***"
 
 
 def now_utc() -> dt.datetime:
@@ -120,26 +129,92 @@ def _clock() -> dict[str, Any]:
     return d
 
 
-def _redact(value: str) -> str:
-    # Proxy URLs may carry credentials; the record must not.
-    try:
-        p = urlsplit(value)
-    except ValueError:
+_SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
+_AT = re.compile(r"@|%40", re.IGNORECASE)
+
+
+def redact_proxy(value: str | None) -> str | None:
+    """``value`` with any credentials replaced by ``***``: a proxy URL with or
+    without a scheme, a NO_PROXY list, Chromium's ``--proxy-server`` rules.
+
+    Everything between the scheme (if any) and the last ``@`` goes: a password
+    may itself hold ``@``, ``:``, ``,`` or ``%40``, so no parse of it can be
+    trusted to find where it ends, and a list loses the entries before the
+    credentials rather than risk keeping a piece of them.
+    """
+    if value is None:
+        return None
+    value = str(value)
+    ats = list(_AT.finditer(value))
+    if not ats:
         return value
-    if p.password or p.username:
-        host = p.hostname or ""
-        netloc = f"***@{host}" + (f":{p.port}" if p.port else "")
-        return urlunsplit((p.scheme, netloc, p.path, p.query, p.fragment))
+    scheme = _SCHEME.match(value)
+    return f"{scheme.group(0) if scheme else ''}{REDACTED}@{value[ats[-1].end() :]}"
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A browser's command line with the credentials in ``--proxy-server`` redacted."""
+    out: list[str] = []
+    for i, a in enumerate(argv):
+        if a.startswith("--proxy-server="):
+            a = "--proxy-server=" + (redact_proxy(a.split("=", 1)[1]) or "")
+        elif i and argv[i - 1] == "--proxy-server":
+            a = redact_proxy(a) or ""
+        out.append(a)
+    return out
+
+
+def check_proxy(value: str | None) -> str | None:
+    """``value`` if a browser can be given it as its proxy, else a UsageError.
+
+    Called before any browser starts: by CaptureOptions (so by capture_page,
+    capture_many, capture_to_dir and the interactive capture) and by the
+    ``evidence capture`` command. The message never repeats the credentials.
+    """
+    if value is None:
+        return None
+    shape = "a proxy must look like http://host:port or socks5://host:port"
+    if not isinstance(value, str):
+        raise UsageError(f"{shape}, not {type(value).__name__}")
+    seen = redact_proxy(value)
+    if not value or any(c.isspace() or not c.isprintable() for c in value):
+        raise UsageError(f"{shape}, not {seen!r}")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        # urllib's message quotes the port text, which may be a piece of a password.
+        raise UsageError(f"{shape}, not {seen!r} (its host or port cannot be read)") from None
+    if parts.scheme not in PROXY_SCHEMES:
+        why = (
+            "no scheme"
+            if "://" not in value
+            else f"scheme {parts.scheme!r} is not one of {', '.join(PROXY_SCHEMES)}"
+        )
+        raise UsageError(f"{shape}, not {seen!r} ({why})")
+    if not parts.hostname:
+        raise UsageError(f"{shape}, not {seen!r} (no host)")
+    if port == 0:
+        raise UsageError(f"{shape}, not {seen!r} (port 0)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"{shape}, not {seen!r} (a proxy URL has no path, query or fragment)")
     return value
 
 
+def proxy_environment(environ: Any = None) -> dict[str, str]:
+    """The proxy variables set in ``environ`` (default: this process's), credentials redacted."""
+    environ = os.environ if environ is None else environ
+    names = set(PROXY_VARS) | {k for k in environ if k.lower().endswith("_proxy")}
+    return {k: redact_proxy(environ[k]) or "" for k in sorted(names) if environ.get(k)}
+
+
 def proxies(launch_proxy: str | None) -> dict[str, Any]:
-    env = {k: _redact(v) for k in PROXY_VARS if (v := os.environ.get(k))}
+    shown = redact_proxy(launch_proxy)
     return {
-        "browser_proxy": _redact(launch_proxy) if launch_proxy else None,
-        "environment": env,
+        "browser_proxy": shown,
+        "environment": proxy_environment(),
         "statement": (
-            f"the browser was launched with proxy {_redact(launch_proxy)}"
+            f"the browser was launched with proxy {shown}"
             if launch_proxy
             else "no proxy was given to the browser; on Linux without desktop proxy settings "
             "Chromium uses the proxy environment variables listed here (none if empty)"
@@ -165,7 +240,9 @@ def environment(browser: dict[str, Any], launch_proxy: str | None, profile: dict
         "tool": {"name": TOOL, "version": __version__},
         "python": sys.version.split()[0],
         "libraries": dict(_libraries()),
-        "browser": browser,
+        "browser": {**browser, "command_line": redact_argv(browser["command_line"])}
+        if isinstance(browser.get("command_line"), list)
+        else browser,
         "os": {
             "system": platform.system(),
             "release": platform.release(),
@@ -206,12 +283,12 @@ def _opener(proxy: str | None) -> tuple[Any, str]:
 
     if proxy and urlsplit(proxy).scheme in ("http", "https"):
         handler = urllib.request.ProxyHandler({"http": proxy, "https": proxy})
-        return urllib.request.build_opener(handler), f"through the browser's proxy {_redact(proxy)}"
+        return urllib.request.build_opener(handler), f"through the browser's proxy {redact_proxy(proxy)}"
     # The browser's route is what matters; environment proxies would be a
     # different route than the one the browser was given.
     route = "direct"
     if proxy:
-        route = f"direct (the browser's proxy {_redact(proxy)} is not an HTTP proxy this check can use)"
+        route = f"direct (the browser's proxy {redact_proxy(proxy)} is not an HTTP proxy this check can use)"
     return urllib.request.build_opener(urllib.request.ProxyHandler({})), route
 
 
@@ -326,7 +403,11 @@ def clock_check(
     elif anchor:
         ref = anchor_clock(anchor)
     else:
-        ref = {"source": None, "reachable": False, "error": "no time source configured and no RFC 3161 anchor in the ledger"}
+        ref = {
+            "source": None,
+            "reachable": False,
+            "error": "no time source configured and no RFC 3161 anchor in the ledger",
+        }
     ref["max_offset_ms"] = limit_ms
     offset = ref.get("offset_ms")
     if offset is None:
@@ -348,7 +429,9 @@ def clock_check(
     return ref, warnings
 
 
-def outbound_ip(url: str | None, *, proxy: str | None = None, timeout: float = CHECK_TIMEOUT) -> dict[str, Any]:
+def outbound_ip(
+    url: str | None, *, proxy: str | None = None, timeout: float = CHECK_TIMEOUT
+) -> dict[str, Any]:
     """The public address the capture's traffic leaves from, as an echo endpoint sees it.
 
     The endpoint may answer with the bare address or with JSON carrying it

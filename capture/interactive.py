@@ -27,7 +27,6 @@ import select
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +38,7 @@ from evidence.exhibit import Exhibit
 
 from .browser import Browser
 from .options import CaptureOptions, check_url
-from .page import _check_case, _open_ledger, _run, latest_anchor
+from .page import _check_case, _open_ledger, _run, latest_anchor, workdir
 from .session import Interaction, PageCapture, capture_into
 
 XVFB_START_TIMEOUT = 15.0
@@ -195,10 +194,10 @@ def capture_interactive(
     led, owned = _open_ledger(ledger, home)
     try:
         anchor = latest_anchor(led)
-        with tempfile.TemporaryDirectory(prefix="evidence-interactive-") as tmp:
+        with workdir("evidence-interactive-") as tmp:
             pc = _run(
                 interactive_into(
-                    url, Path(tmp), options=opts, done=interaction, case=case, operator=operator,
+                    url, tmp / "page", options=opts, done=interaction, case=case, operator=operator,
                     note=note, anchor=anchor,
                 )
             )

@@ -6,13 +6,17 @@ Where bytes come from, and why:
   (``headersText`` is the exact HTTP/1.x header block, order and duplicates
   kept); request headers: ``Network.requestWillBeSentExtraInfo`` (the headers
   actually sent, cookies included).
-* Bodies: every response is paused at the ``Fetch`` response stage. Sub-
-  resources are switched to ``Network.streamResourceContent`` while paused,
-  so their bytes arrive in ``Network.dataReceived`` chunks from the first
-  byte and are written straight to a file. Navigation documents cannot be
-  streamed while paused (Chromium does not answer until the renderer commits),
-  so small ones are read whole with ``Fetch.getResponseBody`` and large or
-  open-ended ones are streamed right after ``responseReceived``.
+* Bodies: every response is paused at the ``Fetch`` response stage and
+  switched to ``Network.streamResourceContent`` before it is released, so its
+  bytes arrive in ``Network.dataReceived`` chunks from the first byte and are
+  written straight to a file. For sub-resources Chromium answers while the
+  response is paused; for navigation documents it answers only once the
+  renderer has committed, so the request is sent, the response released, and
+  the answer (the bytes buffered before streaming began) awaited afterwards.
+  A small document that finishes before the renderer gets to the request
+  (a page's own navigations, mostly) is read back from the renderer instead.
+  Nothing waits for a whole body, so a server that stalls half-way cannot hold
+  the page back: what arrived is kept and marked truncated.
   ``Network.getResponseBody`` is only a last resort: it returns text
   re-encoded as UTF-8, which is not what the server sent.
 * Chromium removes Content-Encoding and chunked framing before any of these
@@ -20,8 +24,9 @@ Where bytes come from, and why:
   adjusts the header block to match and keeps the original values (see
   ``warc.py``); each exchange lists what was done in ``transformations``.
 
-No body is ever held whole in memory except a small document read at the
-Fetch stage (bounded by ``inline_document_limit``).
+No body is ever held whole in memory. Every DevTools call goes through
+``DevTools.send``, which is bounded: a renderer that stops answering costs a
+timeout, never a hang.
 """
 
 from __future__ import annotations
@@ -55,6 +60,56 @@ UNREACHABLE = {
     "net::ERR_SSL_VERSION_OR_CIPHER_MISMATCH": "TLS handshake failed (no common protocol or cipher)",
 }
 
+RESPONSE_STAGE = {"urlPattern": "*", "requestStage": "Response"}
+
+
+class Unanswered(TimeoutError):
+    """A DevTools call that got no answer in time: a busy or hung renderer, usually."""
+
+
+class DevTools:
+    """A DevTools session whose every call is bounded.
+
+    ``limit`` (seconds left before the capture's deadline) caps each timeout,
+    so no single call can carry a capture past its deadline.
+    """
+
+    def __init__(self, session: Any, timeout: float, limit: Any = None):
+        self.session = session
+        self.timeout = timeout
+        self.limit = limit
+
+    def on(self, event: str, handler: Any) -> None:
+        self.session.on(event, handler)
+
+    def _bound(self, timeout: float | None) -> float:
+        t = self.timeout if timeout is None else timeout
+        if self.limit is not None:
+            t = min(t, self.limit())
+        return max(0.05, t)
+
+    async def send(self, method: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        t = self._bound(timeout)
+        try:
+            return await asyncio.wait_for(self.session.send(method, params or {}), t)
+        except TimeoutError:
+            raise Unanswered(f"{method} got no answer within {t:.3g} s") from None
+
+    def issue(self, method: str, params: dict[str, Any]) -> asyncio.Task[Any]:
+        """Start a call whose answer is awaited later (``wait``).
+
+        The message goes out on the task's first step; a caller that needs it
+        sent before its next call yields once (``await asyncio.sleep(0)``).
+        """
+        return asyncio.ensure_future(self.session.send(method, params))
+
+    async def wait(self, task: asyncio.Task[Any], method: str, timeout: float | None = None) -> Any:
+        t = self._bound(timeout)
+        try:
+            return await asyncio.wait_for(task, t)
+        except TimeoutError:
+            raise Unanswered(f"{method} got no answer within {t:.3g} s") from None
+
 
 class BodyFile:
     """A response body on disk, hashed while it is written."""
@@ -69,6 +124,11 @@ class BodyFile:
         self.source = ""
         # Chunks that arrive before the stream's buffered prefix is written.
         self._early: list[bytes] | None = []
+
+    @property
+    def started(self) -> bool:
+        """The stream's prefix is written: what the file holds starts at byte 0."""
+        return self._early is None
 
     def write(self, data: bytes) -> None:
         if self._f is None or not data:
@@ -122,6 +182,15 @@ class BodyFile:
             self._f = None
             self.sha256 = self._sha.hexdigest()
 
+    def discard(self) -> None:
+        """A stream that never started: its chunks lack the start of the body, so none count."""
+        self._early = None
+        if self._f is not None:
+            self._f.seek(0)
+            self._f.truncate()
+        self._sha = hashlib.sha256()
+        self.size = 0
+
 
 @dataclass
 class Hop:
@@ -150,6 +219,10 @@ class Hop:
     from_cache: bool = False
     encoded_length: int | None = None
     transformations: list[str] = field(default_factory=list)
+    #: body bytes Chromium reported delivering (``dataReceived.dataLength``), decoded
+    data_length: int = 0
+    #: set when the stored body is not the whole body (see ``warc.truncation``)
+    truncated: dict[str, Any] | None = None
 
     @property
     def status(self) -> int | None:
@@ -197,6 +270,7 @@ class Hop:
             "from_cache": self.from_cache,
             "security_state": r.get("securityState"),
             "transformations": self.transformations,
+            "truncated": self.truncated,
         }
         if self.body is not None:
             d["body"] = {
@@ -211,23 +285,29 @@ class Hop:
 class NetworkRecorder:
     """Collects hops from one page's DevTools session; bodies go to ``body_dir``."""
 
-    def __init__(self, cdp: Any, body_dir: Path, *, inline_document_limit: int, log: Any):
+    def __init__(self, cdp: DevTools, body_dir: Path, *, log: Any, stream_timeout: float = 5.0):
         self.cdp = cdp
         self.body_dir = body_dir
-        self.inline_document_limit = inline_document_limit
         self.log = log
+        # A paused sub-resource waits for this answer; a hung renderer must not hold it long.
+        self.stream_timeout = stream_timeout
         self.hops: dict[str, list[Hop]] = {}
         self.order: list[Hop] = []
         self.bodies: dict[str, BodyFile] = {}
         self._req_extra: dict[str, list[dict[str, str]]] = {}
         self._resp_extra: dict[str, list[dict[str, Any]]] = {}
-        self._late: set[str] = set()
         self._renderer_fallback: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._clock: tuple[float, float] | None = None  # (monotonic, wall) pair
         self._ids = itertools.count()
         self.inflight: set[str] = set()
         self.last_activity = 0.0
+        #: once set, new documents of this frame are refused (a page that will not stop navigating)
+        self.block_navigation_of: str | None = None
+        self.blocked_navigations: list[str] = []
+        # After ``finish`` the hops are what the exhibit says; our own closing of the
+        # page (which cancels whatever is still loading) must not rewrite them.
+        self.closed = False
 
     async def start(self) -> None:
         on = self.cdp.on
@@ -245,7 +325,15 @@ class NetworkRecorder:
         await self.cdp.send(
             "Network.enable", {"maxTotalBufferSize": 16 << 20, "maxResourceBufferSize": 8 << 20}
         )
-        await self.cdp.send("Fetch.enable", {"patterns": [{"urlPattern": "*", "requestStage": "Response"}]})
+        await self.cdp.send("Fetch.enable", {"patterns": [RESPONSE_STAGE]})
+
+    async def block_navigations(self, frame_id: str) -> None:
+        """Refuse every new document in ``frame_id`` from now on (the page keeps navigating)."""
+        self.block_navigation_of = frame_id
+        await self.cdp.send(
+            "Fetch.enable",
+            {"patterns": [RESPONSE_STAGE, {"urlPattern": "*", "resourceType": "Document", "requestStage": "Request"}]},
+        )
 
     # -- helpers -------------------------------------------------------------
 
@@ -276,6 +364,8 @@ class NetworkRecorder:
     # -- events --------------------------------------------------------------
 
     def _on_request(self, e: dict[str, Any]) -> None:
+        if self.closed:
+            return
         rid = e["requestId"]
         self._touch()
         if self._clock is None and e.get("wallTime"):
@@ -315,11 +405,15 @@ class NetworkRecorder:
         self._resp_extra.setdefault(e["requestId"], []).append(e)
 
     def _on_cache(self, e: dict[str, Any]) -> None:
+        if self.closed:
+            return
         hop = self._current(e["requestId"])
         if hop is not None:
             hop.from_cache = True
 
     def _on_response(self, e: dict[str, Any]) -> None:
+        if self.closed:
+            return
         rid = e["requestId"]
         self._touch()
         hop = self._current(rid)
@@ -327,12 +421,14 @@ class NetworkRecorder:
             return
         hop.response = e["response"]
         hop.response_wall_time = self._wall(e.get("timestamp"))
-        if rid in self._late:
-            self._late.discard(rid)
-            self._spawn(self._stream(rid, hop))
 
     def _on_data(self, e: dict[str, Any]) -> None:
+        if self.closed:
+            return
         self._touch()
+        hop = self._current(e["requestId"])
+        if hop is not None:
+            hop.data_length += int(e.get("dataLength") or 0)
         data = e.get("data")
         if data:
             body = self.bodies.get(e["requestId"])
@@ -340,6 +436,8 @@ class NetworkRecorder:
                 body.feed(base64.b64decode(data))
 
     def _on_finished(self, e: dict[str, Any]) -> None:
+        if self.closed:
+            return
         rid = e["requestId"]
         self._touch()
         self.inflight.discard(rid)
@@ -352,6 +450,8 @@ class NetworkRecorder:
             body.complete = True
 
     def _on_failed(self, e: dict[str, Any]) -> None:
+        if self.closed:
+            return
         rid = e["requestId"]
         self._touch()
         self.inflight.discard(rid)
@@ -369,6 +469,9 @@ class NetworkRecorder:
         fetch_id = e["requestId"]
         rid = e.get("networkId")
         status = e.get("responseStatusCode")
+        if status is None and e.get("responseErrorReason") is None:
+            await self._request_stage(e)
+            return
         try:
             if rid is None or status is None or e.get("responseErrorReason"):
                 return
@@ -376,14 +479,17 @@ class NetworkRecorder:
             if 300 <= status < 400 and "location" in headers:
                 return  # Chromium never exposes redirect bodies
             if e.get("resourceType") != "Document":
-                await self._stream(rid, None)
+                await self._stream(rid)
                 return
-            length = headers.get("content-length", "")
-            if length.isdigit() and int(length) <= self.inline_document_limit:
-                await self._fetch_whole(fetch_id, rid)
-            else:
-                # Too big or open-ended to hold whole: stream once the renderer has it.
-                self._late.add(rid)
+            # A document's stream is answered only after the renderer commits, which
+            # needs the response released first: send the request, let it go out
+            # (one yield), release the response, and take the answer later. Waiting
+            # for a whole body here instead would hold the page back until the
+            # server finished, forever if it stalls.
+            task = self.cdp.issue("Network.streamResourceContent", {"requestId": rid})
+            self._body(rid).source = "stream"
+            await asyncio.sleep(0)
+            self._spawn(self._stream_started(rid, task))
         except Exception as ex:  # the page may be gone; the capture goes on
             self.log("body", f"could not read body of {e.get('request', {}).get('url')}: {_short(ex)}")
         finally:
@@ -392,49 +498,101 @@ class NetworkRecorder:
             except Exception:
                 pass
 
-    async def _fetch_whole(self, fetch_id: str, rid: str) -> None:
-        r = await self.cdp.send("Fetch.getResponseBody", {"requestId": fetch_id})
-        data = base64.b64decode(r["body"]) if r.get("base64Encoded") else r["body"].encode("utf-8")
-        body = self._body(rid)
-        body.replace(data, "fetch")
+    async def _request_stage(self, e: dict[str, Any]) -> None:
+        fetch_id = e["requestId"]
+        url = e.get("request", {}).get("url", "")
+        try:
+            if self.block_navigation_of is not None and e.get("frameId") == self.block_navigation_of:
+                self.blocked_navigations.append(url)
+                self.log("navigation", f"navigation to {url} refused: the page kept navigating")
+                # Aborted, not an error reason: a failed navigation would commit an error page.
+                await self.cdp.send("Fetch.failRequest", {"requestId": fetch_id, "errorReason": "Aborted"})
+            else:
+                await self.cdp.send("Fetch.continueRequest", {"requestId": fetch_id})
+        except Exception as ex:
+            self.log("navigation", f"could not hold or release the request for {url}: {_short(ex)}")
 
-    async def _stream(self, rid: str, hop: Hop | None) -> None:
+    async def _stream(self, rid: str) -> None:
         body = self._body(rid)
         body.source = "stream"
         try:
-            r = await self.cdp.send("Network.streamResourceContent", {"requestId": rid})
+            r = await self.cdp.send(
+                "Network.streamResourceContent", {"requestId": rid}, timeout=self.stream_timeout
+            )
         except Exception:
-            # Already finished (small and fast): read it from the renderer later.
-            self._renderer_fallback.add(rid)
+            # Already finished (small and fast): read it from the renderer.
+            self._spawn(self._read_back_soon(rid))
             return
         body.begin(base64.b64decode(r.get("bufferedData", "")))
+
+    async def _stream_started(self, rid: str, task: asyncio.Task[Any]) -> None:
+        try:
+            r = await self.cdp.wait(task, "Network.streamResourceContent")
+        except Exception as ex:
+            self.log("body", f"document stream {rid} not started: {_short(ex)}")
+            await self._read_back_soon(rid)
+            return
+        self._body(rid).begin(base64.b64decode(r.get("bufferedData", "")))
+
+    async def _read_back(self, rid: str, timeout: float | None = None) -> bool:
+        """The body as the renderer holds it (the last resort); True if read."""
+        body = self._body(rid)
+        hop = self._current(rid)
+        body.discard()
+        try:
+            r = await self.cdp.send("Network.getResponseBody", {"requestId": rid}, timeout=timeout)
+        except Exception as ex:
+            self.log("body", f"no body for {hop.url if hop else rid}: {_short(ex)}")
+            return False
+        if r.get("base64Encoded"):
+            body.replace(base64.b64decode(r["body"]), "renderer")
+        else:
+            data, note = _reencode(r["body"], hop.response if hop else None)
+            body.replace(data, "renderer-text")
+            if hop is not None:
+                hop.transformations.append(note)
+                if hop.data_length and hop.data_length != len(data):
+                    hop.transformations.append(
+                        f"the re-encoded body is {len(data)} bytes, the browser received {hop.data_length}: "
+                        "it is not byte-exact"
+                    )
+        # The renderer gives what it holds; that is the whole body only if loading ended.
+        body.complete = hop is not None and hop.finished
+        return True
+
+    async def _read_back_soon(self, rid: str) -> None:
+        # Right away: the renderer forgets a document's resources when the page navigates on.
+        # Listed first: if this is cut short, ``finish`` still knows the body is not read.
+        self._renderer_fallback.add(rid)
+        if await self._read_back(rid):
+            self._renderer_fallback.discard(rid)
 
     async def settle(self, timeout: float) -> None:
         """Let scheduled body handlers run (bounded)."""
         if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
+            await asyncio.wait(set(self._tasks), timeout=max(0.05, timeout))
 
     async def finish(self, timeout: float) -> None:
-        """Gather what is left while the page is still open; close every body file."""
+        """Gather what is left while the page is still open; close every body file.
+
+        From here on the hops no longer change: a response still loading now is
+        kept as received and stays marked as such.
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
         await self.settle(timeout)
+        for t in list(self._tasks):
+            t.cancel()
+        for rid, body in self.bodies.items():
+            if not body.started and rid not in self._renderer_fallback:
+                # The stream never answered: chunks without the start of the body are no body.
+                self._renderer_fallback.add(rid)
         for rid in sorted(self._renderer_fallback):
-            body = self.bodies[rid]
-            hop = self._current(rid)
-            try:
-                r = await asyncio.wait_for(
-                    self.cdp.send("Network.getResponseBody", {"requestId": rid}), timeout
-                )
-            except Exception as ex:
-                self.log("body", f"no body for {hop.url if hop else rid}: {_short(ex)}")
-                continue
-            if r.get("base64Encoded"):
-                body.replace(base64.b64decode(r["body"]), "renderer")
-            else:
-                data, note = _reencode(r["body"], hop.response if hop else None)
-                body.replace(data, "renderer-text")
-                if hop is not None:
-                    hop.transformations.append(note)
-            body.complete = True
+            if rid in self.bodies:
+                if not await self._read_back(rid, max(0.05, end - loop.time())):
+                    body = self.bodies.pop(rid)
+                    body.close()  # no body at all, rather than an empty one that looks whole
+        self.closed = True
         for hop in self.order:
             hop.raw_request_headers = self._match_request_extra(hop)
             extra = self._match_response_extra(hop)
@@ -464,7 +622,7 @@ class NetworkRecorder:
 
     async def certificate(self, origin: str) -> list[bytes]:
         """DER certificates the browser received for ``origin`` (leaf first)."""
-        r = await self.cdp.send("Network.getCertificate", {"origin": origin})
+        r = await self.cdp.send("Network.getCertificate", {"origin": origin}, timeout=10)
         return [base64.b64decode(c) for c in r.get("tableNames", [])]
 
 

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from evidence.errors import UsageError
 
+from .environment import check_proxy
+
 
 @dataclass(frozen=True)
 class CaptureOptions:
@@ -36,9 +38,10 @@ class CaptureOptions:
     max_screenshot_height: int = 16384
     #: MHTML snapshots come back from Chromium as one message; skip them past this size
     max_mhtml_bytes: int = 32 * 1024 * 1024
-    #: documents up to this size are read whole at the network layer (byte-exact);
-    #: bigger ones are streamed from the renderer in chunks
-    inline_document_limit: int = 8 * 1024 * 1024
+    #: seconds the whole capture may take, from start to sealed artifacts; None means
+    #: load_timeout + settle_timeout + 60. When it is reached the capture stops and
+    #: keeps what it obtained, with a warning (see ``deadline``)
+    capture_deadline: float | None = None
     #: proxy server for the browser, e.g. "http://proxy:3128" (recorded in the environment)
     proxy: str | None = None
     #: extra PEM files of trusted roots for the certificate check (besides the system store)
@@ -66,6 +69,9 @@ class CaptureOptions:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 < v <= 3600:
                 raise UsageError(f"{name} must be between 0 and 3600 seconds, not {v!r}")
+        v = self.capture_deadline
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 1 <= v <= 86400):
+            raise UsageError(f"capture_deadline must be between 1 and 86400 seconds, not {v!r}")
         if not isinstance(self.max_scroll_steps, int) or not 0 <= self.max_scroll_steps <= 1000:
             raise UsageError(f"max_scroll_steps must be between 0 and 1000, not {self.max_scroll_steps!r}")
         object.__setattr__(self, "trust_roots", tuple(Path(p) for p in self.trust_roots))
@@ -85,12 +91,14 @@ class CaptureOptions:
         v = self.max_clock_offset
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 86400:
             raise UsageError(f"max_clock_offset must be between 0 and 86400 seconds, not {v!r}")
-        if self.proxy is not None:
-            parts = urlsplit(self.proxy)
-            if parts.scheme not in ("http", "https", "socks4", "socks5") or not parts.hostname:
-                raise UsageError(
-                    f"proxy must look like http://host:port or socks5://host:port, not {self.proxy!r}"
-                )
+        check_proxy(self.proxy)
+
+    @property
+    def deadline(self) -> float:
+        """Seconds the whole capture may take."""
+        if self.capture_deadline is not None:
+            return float(self.capture_deadline)
+        return self.load_timeout + self.settle_timeout + 60.0
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> CaptureOptions:
@@ -107,6 +115,8 @@ class CaptureOptions:
         d["load_timeout_ms"] = int(d.pop("load_timeout") * 1000)
         d["settle_timeout_ms"] = int(d.pop("settle_timeout") * 1000)
         d["max_clock_offset_ms"] = round(d.pop("max_clock_offset") * 1000)
+        d.pop("capture_deadline")
+        d["capture_deadline_ms"] = int(self.deadline * 1000)
         return d
 
 

@@ -8,20 +8,32 @@ Each page is captured into a private temporary directory first; only a
 finished capture is handed to the ledger, which stores the artifacts and
 appends the ``exhibit`` record last. An error or a kill at any point before
 that leaves nothing in the ledger and nothing under a digest path in the
-store.
+store. What can make sealing fail (the signing key and its passphrase, the
+key's registration, the case id, a writable store) is checked before the
+browser starts, so a bad setting costs no capture.
+
+The temporary directories (``evidence-capture-*``, ``evidence-batch-*``,
+``evidence-interactive-*``) are removed on every exit Python sees; one left by
+a killed process is swept by the next capture: each holds a lock file that
+its owner keeps locked while it lives.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import fcntl
+import os
+import shutil
 import tempfile
-from collections.abc import Callable, Coroutine, Iterable
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from evidence.errors import CaptureError, EvidenceError, UsageError
+from evidence.errors import CaptureError, EvidenceError, StoreError, UsageError
 from evidence.exhibit import Exhibit
 
 from .browser import Browser
@@ -29,6 +41,10 @@ from .options import CaptureOptions, check_url
 from .session import PageCapture, capture_into
 
 T = TypeVar("T")
+WORKDIR_PREFIXES = ("evidence-capture-", "evidence-batch-", "evidence-interactive-")
+LOCK_NAME = ".owner.lock"
+#: a work directory without a lock file (made by an older version) counts as stale after this
+UNLOCKED_STALE_AFTER = 24 * 3600
 #: progress(done, total, url, error): called after each URL of a batch
 Progress = Callable[[int, int, str, str | None], None]
 
@@ -64,10 +80,75 @@ def _check_case(case: str) -> str:
 
 def _open_ledger(ledger: Any, home: Path | str | None) -> tuple[Any, bool]:
     if ledger is not None:
-        return ledger, False
-    from ledger.log import Ledger
+        led, owned = ledger, False
+    else:
+        from ledger.log import Ledger
 
-    return Ledger.open(home), True
+        led, owned = Ledger.open(home), True
+    try:
+        preflight(led)
+    except BaseException:
+        if owned:
+            led.close()
+        raise
+    return led, owned
+
+
+def preflight(led: Any) -> None:
+    """Fail now, not after the browser ran, if an exhibit could not be sealed.
+
+    Loads the signing key (a wrong passphrase is found here), checks that the
+    ledger lists it, and that the artifact store's directory takes files.
+    """
+    led.check_registered(led.key)
+    root = getattr(led.artifacts, "root", None)
+    if isinstance(root, Path) and not os.access(root, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot write to artifact store {root}: permission denied")
+
+
+def sweep_workdirs(base: Path | None = None) -> int:
+    """Remove work directories of captures whose process is gone; return how many."""
+    base = Path(base or tempfile.gettempdir())
+    n = 0
+    try:
+        entries = list(base.iterdir())
+    except OSError:
+        return 0
+    for d in entries:
+        if not d.name.startswith(WORKDIR_PREFIXES):
+            continue
+        try:
+            st = d.lstat()
+            if not d.is_dir() or d.is_symlink() or st.st_uid != os.getuid():
+                continue
+            lock = d / LOCK_NAME
+            if lock.exists():
+                with open(lock, "rb") as f:
+                    try:
+                        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # its owner is alive
+            elif time.time() - st.st_mtime < UNLOCKED_STALE_AFTER:
+                continue  # maybe made a moment ago, its lock not yet taken
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
+        except OSError:
+            continue
+    return n
+
+
+@contextlib.contextmanager
+def workdir(prefix: str) -> Iterator[Path]:
+    """A private temporary directory, locked while this process uses it, removed after."""
+    sweep_workdirs()
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    lock = open(path / LOCK_NAME, "wb")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield path
+    finally:
+        lock.close()
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def latest_anchor(ledger: Any) -> dict[str, Any] | None:
@@ -135,14 +216,13 @@ def capture_page(
     opts = CaptureOptions.from_kwargs(options)
     led, owned = _open_ledger(ledger, home)
     try:
-        with tempfile.TemporaryDirectory(prefix="evidence-capture-") as tmp:
-
+        with workdir("evidence-capture-") as tmp:
             anchor = latest_anchor(led)
 
             async def go() -> PageCapture:
                 async with Browser(proxy=opts.proxy) as browser:
                     return await capture_into(
-                        browser, url, Path(tmp), options=opts, case=case, operator=operator, note=note,
+                        browser, url, tmp / "page", options=opts, case=case, operator=operator, note=note,
                         anchor=anchor,
                     )
 
@@ -175,9 +255,9 @@ def capture_many(
     led, owned = _open_ledger(ledger, home)
     result = BatchResult()
     try:
-        with tempfile.TemporaryDirectory(prefix="evidence-batch-") as tmp:
+        with workdir("evidence-batch-") as tmp:
             anchor = latest_anchor(led)
-            captures = _run(_batch(urls, Path(tmp), opts, case, operator, note, progress, result, anchor))
+            captures = _run(_batch(urls, tmp, opts, case, operator, note, progress, result, anchor))
             if captures:
                 result.exhibits = led.seal_exhibits([(case, pc.artifacts, pc.info) for pc in captures])
     finally:
@@ -208,11 +288,11 @@ async def _batch(
                     if browser is not None:  # it crashed: start a new one and go on
                         await browser.__aexit__(None, None, None)
                     browser = await Browser(proxy=opts.proxy).__aenter__()
-                workdir = tmp / f"{i:06d}"
-                workdir.mkdir()
+                into = tmp / f"{i:06d}"
+                into.mkdir()
                 captures.append(
                     await capture_into(
-                        browser, url, workdir, options=opts, case=case, operator=operator, note=note,
+                        browser, url, into, options=opts, case=case, operator=operator, note=note,
                         anchor=anchor,
                     )
                 )

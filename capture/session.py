@@ -7,9 +7,26 @@ certificates, and writes the WARC and JSON facts. It returns a
 ``PageCapture`` naming every artifact file; sealing them into the ledger is
 ``page.py``'s job.
 
-Every wait is bounded. Page scripts run nowhere near our own code: DOM
-serialisation and scrolling run in an isolated JavaScript world, so a page
-cannot tamper with them by overriding globals.
+Every wait is bounded, and the whole capture has a deadline
+(``CaptureOptions.deadline``): every DevTools call goes through a bounded
+session, and the browser work runs as one task that is cancelled when the
+deadline (less a reserve for closing and writing) is reached; what was
+obtained by then is written, with a warning. A page whose script never
+yields is stopped (``Runtime.terminateExecution``, then page scripts off)
+so it can still be captured, and says so.
+
+One document per exhibit: main-frame navigations are followed from DevTools
+events. Screenshots, DOM, MHTML and page facts are taken in rounds; after
+each step the document is checked (a round trip through the renderer, so
+every earlier navigation event has arrived), and a round that saw a
+navigation is thrown away and taken again of the new document. A page that
+keeps navigating is frozen (new documents refused, scripts off) for a last
+round. ``info["snapshots"]`` names the document of every snapshot,
+``info["navigations"]`` lists the main-frame navigations seen.
+
+Page scripts run nowhere near our own code: DOM serialisation and scrolling
+run in an isolated JavaScript world, so a page cannot tamper with them by
+overriding globals.
 """
 
 from __future__ import annotations
@@ -17,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import re
 import secrets
 import shutil
@@ -39,19 +57,35 @@ from .environment import (
     fonts,
     now_utc,
     outbound_ip,
+    redact_proxy,
     rfc3339,
     tool_version,
     user_data_dir,
 )
-from .network import UNREACHABLE, BodyFile, Hop, NetworkRecorder, _short
+from .network import UNREACHABLE, BodyFile, DevTools, Hop, NetworkRecorder, Unanswered, _short
 from .options import CaptureOptions
-from .warc import Resource, WarcFile, response_headers
+from .warc import Resource, WarcFile, response_headers, truncation
 
 DOM_CHUNK = 1 << 20  # characters per DevTools round trip when reading the DOM
 MAX_DIALOGS = 50
 #: pages an interactive capture snapshots (screenshot + DOM) before it only lists them
 MAX_VISIT_SNAPSHOTS = 200
 PROCESS_VIDEO = "process-video.webm"
+#: snapshot rounds that may be thrown away because the page navigated, before it is frozen
+MAX_SNAPSHOT_ROUNDS = 3
+#: scroll steps per page-script call: each call is bounded on its own
+SCROLL_CHUNK = 5
+#: why the main frame navigated (Page.frameRequestedNavigation reasons) -> info cause
+NAVIGATION_CAUSES = {
+    "scriptInitiated": "script",
+    "formSubmissionGet": "script",
+    "formSubmissionPost": "script",
+    "anchorClick": "script",
+    "reload": "script",
+    "metaTagRefresh": "meta-refresh",
+    "httpHeaderRefresh": "meta-refresh",
+}
+SNAPSHOT_ROLES = ("screenshot-viewport", "screenshot-full", "dom", "mhtml")
 
 #: ``interaction(page)`` returns when the investigator is done with the page
 Interaction = Callable[[Any], Awaitable[None]]
@@ -93,38 +127,41 @@ class CaptureLog:
 
 
 class _World:
-    """An isolated JavaScript world in the page's main frame."""
+    """An isolated JavaScript world in the page's main frame (one per document)."""
 
-    def __init__(self, cdp: Any, frame_id: str):
+    def __init__(self, cdp: DevTools, frame_id: str):
         self.cdp = cdp
         self.frame_id = frame_id
         self.context_id: int | None = None
 
-    async def eval(self, expression: str, timeout: float) -> Any:
+    async def eval(self, expression: str, timeout: float, *, recreate: bool = True) -> Any:
+        """Evaluate in the world; ``recreate=False`` fails instead of entering a new document."""
         for attempt in (0, 1):
             if self.context_id is None:
+                if not recreate:
+                    raise RuntimeError("the document changed")
                 w = await self.cdp.send(
-                    "Page.createIsolatedWorld", {"frameId": self.frame_id, "worldName": "evidence-capture"}
+                    "Page.createIsolatedWorld",
+                    {"frameId": self.frame_id, "worldName": "evidence-capture"},
+                    timeout=timeout,
                 )
                 self.context_id = w["executionContextId"]
             try:
-                r = await asyncio.wait_for(
-                    self.cdp.send(
-                        "Runtime.evaluate",
-                        {
-                            "expression": expression,
-                            "contextId": self.context_id,
-                            "returnByValue": True,
-                            "awaitPromise": True,
-                        },
-                    ),
-                    timeout,
+                r = await self.cdp.send(
+                    "Runtime.evaluate",
+                    {
+                        "expression": expression,
+                        "contextId": self.context_id,
+                        "returnByValue": True,
+                        "awaitPromise": True,
+                    },
+                    timeout=timeout,
                 )
-            except TimeoutError:
+            except Unanswered:
                 raise
             except Exception as e:
                 # The page navigated since the world was made: make a new one once.
-                if attempt == 0 and "context" in str(e).lower():
+                if recreate and attempt == 0 and "context" in str(e).lower():
                     self.context_id = None
                     continue
                 raise
@@ -268,8 +305,38 @@ class _Capture:
         # Bound for one page operation (screenshot, script): long enough for a
         # heavy page, short enough that a hung renderer cannot stall us for long.
         self.step_timeout = 10 + 2 * options.settle_timeout
+        # How long a cheap "are you there" script may go unanswered before the
+        # page's own script is taken to be blocking the renderer.
+        self.probe_timeout = max(2.0, min(5.0, options.settle_timeout))
+        # The end of the browser work is the deadline less this reserve, kept
+        # for reading what is left, closing the page and writing the artifacts.
+        self.reserve = min(15.0, max(3.0, options.deadline * 0.2))
+        self.deadline_at = math.inf
+        self.deadline_hit = False
+        self.finishing = False
+        self.stage = "starting"
+        self.ctx: Any = None
+        self.page: Any = None
+        self._reach_checked = False
+        # The main frame's document as DevTools reports it.
+        self.main_frame = ""
+        self.doc: dict[str, Any] = {"loader": None, "url": None, "history": 0, "loaded": False}
+        self.doc_seq = 0
+        self.nav_pending = False
+        self._nav_reason: str | None = None
+        self.navigations: list[dict[str, Any]] = []
+        self.snapshots: list[dict[str, Any]] = []
+        self.snapshot_loader: str | None = None
+        self.snapshot_errors: dict[str, str] = {}
+        self.frozen: str | None = None
+        self.scripts_stopped: str | None = None
+        self.renderer_stuck = False
+        self._waited_seq = -1
+        self._scrolled_seq = -1
 
     def warn(self, message: str) -> None:
+        if message in self.warnings:
+            return  # a retaken snapshot round meets the same facts again
         self.warnings.append(message)
         self.log("warning", message)
 
@@ -278,84 +345,55 @@ class _Capture:
         self.artifacts.append(ArtifactFile(name=name, path=path, media_type=media_type, role=role))
         return path
 
+    # -- time ------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def left(self) -> float:
+        """Seconds to the capture's deadline."""
+        return self.deadline_at - self._now()
+
+    def work_left(self) -> float:
+        """Seconds the browser work may still take (the deadline less the reserve)."""
+        return self.left() - self.reserve
+
+    def _call_limit(self) -> float:
+        if self.finishing:
+            return max(1.0, self.left())
+        return max(0.05, self.work_left())
+
     # -- the capture ---------------------------------------------------------
 
     async def run(self) -> PageCapture:
         self.started = now_utc()
-        self.log("start", f"capture of {self.url}", tool=tool_version())
-        (self.dir / "bodies").mkdir(parents=True, exist_ok=True)
-        opt = self.opt
-        await self._environment_check()
-        video: dict[str, Any] = {}
-        if opt.record_process:
-            video = {
-                "record_video_dir": str(self.dir / "video"),
-                "record_video_size": {"width": opt.viewport_width, "height": opt.viewport_height},
-            }
-        ctx = await self.browser.browser.new_context(
-            **video,
-            viewport={"width": opt.viewport_width, "height": opt.viewport_height},
-            device_scale_factor=opt.device_scale_factor,
-            is_mobile=opt.is_mobile,
-            user_agent=opt.user_agent,
-            locale=opt.locale,
-            timezone_id=opt.timezone_id,
-            # A bad certificate must not stop the capture of a suspect page;
-            # the chain is recorded and checked separately (tls.py).
-            ignore_https_errors=True,
-            accept_downloads=True,
-            # Service workers fetch outside the page's DevTools session, so
-            # their traffic would be missing from the WARC.
-            service_workers="block",
+        self.deadline_at = self._now() + self.opt.deadline
+        self.log(
+            "start", f"capture of {self.url}", tool=tool_version(), deadline_ms=int(self.opt.deadline * 1000)
         )
-        page = None
+        (self.dir / "bodies").mkdir(parents=True, exist_ok=True)
+        video = bool(self.opt.record_process)
         try:
-            self.profile = await self._clean_check(ctx)
-            page = await ctx.new_page()
-            if video:
-                # Frame 0 of the video is (within a frame) this moment.
-                self.video = {"started": rfc3339(now_utc())}
-                self.log("video", "process video recording started")
-            cdp = await ctx.new_cdp_session(page)
-            self.rec = NetworkRecorder(
-                cdp, self.dir / "bodies", inline_document_limit=opt.inline_document_limit, log=self.log
-            )
-            await self.rec.start()
-            tree = await cdp.send("Page.getFrameTree")
-            self.main_frame = tree["frameTree"]["frame"]["id"]
-            self.world = _World(cdp, self.main_frame)
-            page.on("dialog", lambda d: asyncio.ensure_future(self._dialog(d)))
-            page.on(
-                "download", lambda d: self._download_tasks.append(asyncio.ensure_future(self._download(d)))
-            )
-            ctx.on("page", lambda p: self._popup_tasks.append(asyncio.ensure_future(self._popup(p))))
-            if self.interaction is not None:
-                self._watch_visits(page, cdp)
-            await self._navigate(page)
-            main = self._main_chain()
-            self._check_reachable(main)
-            if self.interaction is not None:
-                await self._interact(page)
-                # The investigator's final state is sealed as they left it: no scrolling.
-                await self._settle("final state", opt.settle_timeout)
-            else:
-                # Scrolling starts right away: the page's own after-load requests
-                # and the lazy loads it triggers then finish in one settling wait.
-                await self._scroll()
-            # A page that hangs its renderer (a script that never yields) can
-            # defeat any of these; the capture then goes on without that part
-            # and says so, because the traffic already recorded is still evidence.
-            await self._guard("screenshots", self._shots(page, cdp))
-            await self._guard("rendered DOM", self._dom(cdp))
-            self.facts = await self._page_facts(page)
+            await self._within_deadline()
+            if not hasattr(self, "rec"):
+                raise CaptureError(
+                    f"cannot capture {self.url}: the capture deadline ({self.opt.deadline:g} s) was reached "
+                    f"while {self.stage}; nothing was recorded"
+                )
+            self.finishing = True
+            self._check_reachable(self._main_chain())
             await self._wait_downloads()
-            await self.rec.finish(timeout=min(10.0, opt.settle_timeout + 5))
+            await self.rec.finish(timeout=max(1.0, min(10.0, self.opt.settle_timeout + 5, self.left())))
+            for hop in self.rec.order:
+                hop.truncated = truncation(hop)
             self.tls = await self._certificates()
             self.dns = await self._dns()
         finally:
-            await self._close(ctx)
-            if page is not None and video:
-                await self._keep_video(page)
+            self.finishing = True
+            if self.ctx is not None:
+                await self._close(self.ctx)
+            if self.page is not None and video:
+                await self._keep_video(self.page)
         self.ended = now_utc()
         self.log("end", "page closed; writing artifacts")
         main = self._main_chain()
@@ -364,29 +402,109 @@ class _Capture:
         self._write(info, main)
         return PageCapture(self.url, self.dir, self.artifacts, info)
 
-    async def _guard(self, what: str, step: Any) -> None:
-        before = len(self.artifacts)
+    async def _within_deadline(self) -> None:
+        """Run the browser work; at the deadline, cancel it and keep what it obtained."""
+        task = asyncio.ensure_future(self._browse())
         try:
-            await step
-        except Exception as e:
-            # Drop whatever the failed step half-wrote: no partial artifact.
-            for a in self.artifacts[before:]:
-                a.path.unlink(missing_ok=True)
-            del self.artifacts[before:]
-            self.warn(f"{what} not captured: {_short(e)}")
+            while not task.done():
+                remaining = self.work_left()
+                if remaining <= 0:
+                    self.deadline_hit = True
+                    stage = self.stage
+                    task.cancel()
+                    await asyncio.wait({task})
+                    self.warn(
+                        f"the capture deadline ({self.opt.deadline:g} s) was reached while {stage}; "
+                        "what had been obtained by then is kept"
+                    )
+                    break
+                # Re-read the deadline each time: an interactive hand-over moves it.
+                await asyncio.wait({task}, timeout=min(remaining, 1.0))
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+    async def _browse(self) -> None:
+        opt = self.opt
+        self.stage = "checking the environment"
+        await self._environment_check()
+        video: dict[str, Any] = {}
+        if opt.record_process:
+            video = {
+                "record_video_dir": str(self.dir / "video"),
+                "record_video_size": {"width": opt.viewport_width, "height": opt.viewport_height},
+            }
+        self.stage = "opening a browser context"
+        self.ctx = ctx = await asyncio.wait_for(
+            self.browser.browser.new_context(
+                **video,
+                viewport={"width": opt.viewport_width, "height": opt.viewport_height},
+                device_scale_factor=opt.device_scale_factor,
+                is_mobile=opt.is_mobile,
+                user_agent=opt.user_agent,
+                locale=opt.locale,
+                timezone_id=opt.timezone_id,
+                # A bad certificate must not stop the capture of a suspect page;
+                # the chain is recorded and checked separately (tls.py).
+                ignore_https_errors=True,
+                accept_downloads=True,
+                # Service workers fetch outside the page's DevTools session, so
+                # their traffic would be missing from the WARC.
+                service_workers="block",
+            ),
+            self.step_timeout,
+        )
+        self.profile = await self._clean_check(ctx)
+        self.page = page = await asyncio.wait_for(ctx.new_page(), self.step_timeout)
+        if video:
+            # Frame 0 of the video is (within a frame) this moment.
+            self.video = {"started": rfc3339(now_utc())}
+            self.log("video", "process video recording started")
+        session = await asyncio.wait_for(ctx.new_cdp_session(page), self.step_timeout)
+        self.cdp = cdp = DevTools(session, self.step_timeout, limit=self._call_limit)
+        self.rec = NetworkRecorder(cdp, self.dir / "bodies", log=self.log, stream_timeout=self.probe_timeout)
+        await self.rec.start()
+        tree = await cdp.send("Page.getFrameTree")
+        self.main_frame = tree["frameTree"]["frame"]["id"]
+        self.world = _World(cdp, self.main_frame)
+        await self._track_navigations(cdp)
+        page.on("dialog", lambda d: asyncio.ensure_future(self._dialog(d)))
+        page.on("download", lambda d: self._download_tasks.append(asyncio.ensure_future(self._download(d))))
+        ctx.on("page", lambda p: self._popup_tasks.append(asyncio.ensure_future(self._popup(p))))
+        if self.interaction is not None:
+            self._watch_visits(page, cdp)
+        self.stage = "loading the page"
+        await self._navigate(page)
+        self._waited_seq = self.doc_seq
+        self._check_reachable(self._main_chain())
+        await self._responsive("loading the page")
+        if self.interaction is not None:
+            self.stage = "handing the browser to the investigator"
+            await self._interact(page)
+            # The investigator's final state is sealed as they left it: no scrolling.
+            await self._settle("final state", opt.settle_timeout)
+        self.stage = "taking screenshots, DOM and MHTML"
+        await self._snapshots(page)
 
     async def _environment_check(self) -> None:
         """Clock and outbound address, checked before the browser context opens."""
         opt = self.opt
-        (clock, warnings), ip = await asyncio.gather(
-            asyncio.to_thread(
-                clock_check,
-                time_source=opt.time_source,
-                anchor=self.anchor,
-                max_offset=opt.max_clock_offset,
-                proxy=self.browser.proxy,
+        # Both have network timeouts of their own; the deadline bounds them too.
+        (clock, warnings), ip = await asyncio.wait_for(
+            asyncio.gather(
+                asyncio.to_thread(
+                    clock_check,
+                    time_source=opt.time_source,
+                    anchor=self.anchor,
+                    max_offset=opt.max_clock_offset,
+                    proxy=self.browser.proxy,
+                ),
+                asyncio.to_thread(outbound_ip, opt.ip_echo, proxy=self.browser.proxy),
             ),
-            asyncio.to_thread(outbound_ip, opt.ip_echo, proxy=self.browser.proxy),
+            max(1.0, self.work_left()),
         )
         self.check = {"clock": clock, "outbound_ip": ip}
         self.log(
@@ -399,7 +517,7 @@ class _Capture:
             self.warn(w)
 
     async def _clean_check(self, ctx: Any) -> dict[str, Any]:
-        state = await ctx.storage_state()
+        state = await asyncio.wait_for(ctx.storage_state(), self.step_timeout)
         profile = {
             "fresh_context": True,
             "persistent_profile": False,
@@ -424,11 +542,13 @@ class _Capture:
         ext = extensions_check(self.browser.facts.command_line if self.browser.facts else [])
         # What is running says more than flags: any extension would show as a target.
         try:
-            targets = (await self.browser.browser.new_browser_cdp_session())
+            targets = await asyncio.wait_for(self.browser.browser.new_browser_cdp_session(), self.step_timeout)
             try:
-                infos = (await targets.send("Target.getTargets")).get("targetInfos", [])
+                infos = (await asyncio.wait_for(targets.send("Target.getTargets"), self.step_timeout)).get(
+                    "targetInfos", []
+                )
             finally:
-                await targets.detach()
+                await asyncio.wait_for(targets.detach(), self.step_timeout)
             ext["extension_targets"] = sorted(
                 t.get("url", "") for t in infos if str(t.get("url", "")).startswith("chrome-extension://")
             )
@@ -449,15 +569,14 @@ class _Capture:
         from playwright.async_api import Error as PlaywrightError
         from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-        self.log("navigate", f"goto {self.url}", load_timeout_ms=int(self.opt.load_timeout * 1000))
+        wait = min(self.opt.load_timeout, max(0.5, self.work_left()))
+        self.log("navigate", f"goto {self.url}", load_timeout_ms=int(wait * 1000))
         try:
-            await page.goto(self.url, wait_until="load", timeout=self.opt.load_timeout * 1000)
+            await page.goto(self.url, wait_until="load", timeout=wait * 1000)
             self.log("load", "load event fired")
         except PlaywrightTimeout:
             self.load_finished = False
-            self.warn(
-                f"load did not finish within {self.opt.load_timeout:g} s; captured what had arrived by then"
-            )
+            self.warn(f"load did not finish within {wait:g} s; captured what had arrived by then")
         except PlaywrightError as e:
             self.nav_error = _short(e)
             if "Download is starting" in self.nav_error:
@@ -468,6 +587,15 @@ class _Capture:
                 self.log("navigate", f"navigation ended with {self.nav_error}")
 
     def _main_chain(self) -> list[Hop]:
+        """The main document's request and redirects: of the document snapshotted, else the current one."""
+        if not hasattr(self, "rec"):
+            return []
+        loader = self.snapshot_loader or self.doc.get("loader")
+        if loader:
+            for hops in reversed(list(self.rec.hops.values())):
+                first = hops[0]
+                if first.resource_type == "Document" and first.frame_id == self.main_frame and first.loader_id == loader:
+                    return hops
         chains: Any = self.rec.hops.values()
         if self.interaction is not None and getattr(self, "interacted", False):
             # After the investigator navigated, the page sealed is the last one loaded.
@@ -481,7 +609,10 @@ class _Capture:
         return []
 
     def _check_reachable(self, main: list[Hop]) -> None:
+        if self._reach_checked:
+            return
         if any(h.response is not None for h in main) or self._download_tasks:
+            self._reach_checked = True
             if self.nav_error == "net::ERR_TOO_MANY_REDIRECTS":
                 self.warn(
                     f"redirect loop: Chromium gave up after {len(main) - 1} redirects (net::ERR_TOO_MANY_REDIRECTS)"
@@ -507,6 +638,65 @@ class _Capture:
         self.log("settle", f"{why}: {pending} request(s) still open after {timeout:g} s")
         return False
 
+    # -- the page's main thread ----------------------------------------------
+
+    async def _responsive(self, why: str) -> bool:
+        """True when the renderer answers a trivial script; else try to unstick it."""
+        if self.renderer_stuck:
+            return False
+        try:
+            await self.cdp.send("Runtime.evaluate", {"expression": "0"}, timeout=self.probe_timeout)
+            return True
+        except Unanswered:
+            return await self._unstick(why)
+        except Exception:
+            return True  # answered, with an error (a document going away): it is alive
+
+    async def _unstick(self, why: str) -> bool:
+        """Stop a page script that keeps the renderer's main thread busy, once.
+
+        Terminating alone is not enough (a timer would start the loop again),
+        so page scripts are switched off first: that message waits in the
+        renderer's queue and runs as soon as the termination frees it.
+        """
+        if self.renderer_stuck:
+            return False
+        if self.scripts_stopped is None:
+            when = rfc3339(now_utc())
+            self.scripts_stopped = when
+            disable = self.cdp.issue("Emulation.setScriptExecutionDisabled", {"value": True})
+            await asyncio.sleep(0)
+            try:
+                await self.cdp.send("Runtime.terminateExecution", timeout=self.probe_timeout)
+                await self.cdp.wait(disable, "Emulation.setScriptExecutionDisabled", timeout=self.probe_timeout)
+                await self.cdp.send("Runtime.evaluate", {"expression": "0"}, timeout=self.probe_timeout)
+            except Exception as e:
+                self.log("renderer", f"the renderer still does not answer: {_short(e)}")
+            else:
+                self.warn(
+                    f"a page script kept the browser's main thread busy for more than {self.probe_timeout:g} s "
+                    f"while {why} (it never yielded); at {when} it was stopped (Runtime.terminateExecution) "
+                    "and page scripts were switched off, so the page was captured as it stood then"
+                )
+                return True
+        self.renderer_stuck = True
+        self.warn(
+            f"the page's renderer stopped answering while {why}; screenshots, DOM and MHTML could not be "
+            "taken. The network traffic received is in the WARC"
+        )
+        return False
+
+    # -- scrolling -------------------------------------------------------------
+
+    async def _scroll_eval(self, expression: str, steps: int) -> dict[str, Any]:
+        timeout = self.probe_timeout + steps * 0.25
+        try:
+            return await self.world.eval(expression, timeout=timeout) or {}
+        except Unanswered:
+            if not await self._unstick("scrolling"):
+                raise
+            return await self.world.eval(expression, timeout=timeout) or {}
+
     async def _scroll(self) -> None:
         """Scroll a viewport at a time to the end, so lazy content loads; bounded.
 
@@ -514,26 +704,34 @@ class _Capture:
         infinite-scroll page has grown by then, and scrolling resumes until
         the step budget is spent.
         """
+        self._scrolled_seq = self.doc_seq
+        self.stage = "scrolling the page"
         budget = self.opt.max_scroll_steps
         total = {"steps": 0, "grew": 0, "height": 0, "width": 0, "reachedBottom": True}
         settle = self.opt.settle_timeout if self.load_finished else min(1.0, self.opt.settle_timeout)
         try:
+            if not await self._responsive("scrolling"):
+                raise RuntimeError("the renderer does not answer")
             while True:
-                r = (
-                    await self.world.eval(SCROLL_JS % (budget - total["steps"]), timeout=budget * 0.2 + 5)
-                    or {}
-                )
-                total["steps"] += int(r.get("steps", 0))
-                total["grew"] += int(r.get("grew", 0))
-                total["reachedBottom"] = bool(r.get("reachedBottom"))
+                moved = 0
+                while total["steps"] < budget:
+                    n = min(SCROLL_CHUNK, budget - total["steps"])
+                    r = await self._scroll_eval(SCROLL_JS % n, n)
+                    done = int(r.get("steps", 0))
+                    moved += done
+                    total["steps"] += done
+                    total["grew"] += int(r.get("grew", 0))
+                    total["reachedBottom"] = bool(r.get("reachedBottom"))
+                    if total["reachedBottom"] or done < n:
+                        break
                 await self._settle("after load and scrolling", settle)
-                if total["steps"] >= budget or r.get("steps", 0) == 0:
+                if total["steps"] >= budget or moved == 0:
                     break
-                again = await self.world.eval(SCROLL_JS % 0, timeout=5) or {}
+                again = await self._scroll_eval(SCROLL_JS % 0, 0)
                 if again.get("reachedBottom"):
                     break  # no growth after settling: this is the end of the page
                 total["grew"] += 1
-            top = await self.world.eval(TOP_JS, timeout=5) or {}
+            top = await self._scroll_eval(TOP_JS, 1)
             total["height"], total["width"] = int(top.get("height", 0)), int(top.get("width", 0))
         except Exception as e:
             self.scroll = {**total, "error": _short(e)}
@@ -547,17 +745,222 @@ class _Capture:
                 f"(it kept growing: infinite scroll?); page height then {total['height']} px"
             )
 
-    async def _shots(self, page: Any, cdp: Any) -> None:
+    # -- navigations -------------------------------------------------------------
+
+    async def _track_navigations(self, cdp: DevTools) -> None:
+        main = self.main_frame
+
+        def requested(e: dict[str, Any]) -> None:
+            if e.get("frameId") == main:
+                self._nav_reason = e.get("reason")
+                self.nav_pending = True
+
+        def started(e: dict[str, Any]) -> None:
+            if e.get("frameId") == main and e.get("navigationType") == "differentDocument":
+                self.nav_pending = True
+
+        def navigated(e: dict[str, Any]) -> None:
+            f = e.get("frame") or {}
+            if f.get("id") != main or f.get("parentId"):
+                return
+            url = str(f.get("url", "")) + str(f.get("urlFragment", ""))
+            reason, self._nav_reason = self._nav_reason, None
+            self.doc = {"loader": f.get("loaderId"), "url": url, "history": 0, "loaded": False}
+            self.doc_seq += 1
+            self.nav_pending = False
+            self.world.context_id = None
+            # No reason means the browser itself started it: our goto, or the investigator.
+            cause = NAVIGATION_CAUSES.get(reason or "", "script") if reason else "initial"
+            entry = {
+                "url": url,
+                "time": rfc3339(now_utc()),
+                "navigation_id": f.get("loaderId") or str(self.doc_seq),
+                "cause": cause,
+                "reason": reason or "browser-initiated",
+            }
+            self.navigations.append(entry)
+            self.log("navigation", f"main frame navigated to {url}", cause=cause, navigation_id=entry["navigation_id"])
+
+        def within(e: dict[str, Any]) -> None:
+            if e.get("frameId") != main:
+                return
+            self.doc["history"] += 1
+            self.doc["url"] = e.get("url")
+            self.doc_seq += 1
+            entry = {
+                "url": e.get("url"),
+                "time": rfc3339(now_utc()),
+                "navigation_id": self._navigation_id(),
+                "cause": "history",
+                "reason": e.get("navigationType") or "same-document",
+            }
+            self.navigations.append(entry)
+            self.log("navigation", f"main frame changed its URL to {e.get('url')} (same document)")
+
+        def loaded(_e: dict[str, Any]) -> None:
+            self.doc["loaded"] = True
+
+        def stopped(e: dict[str, Any]) -> None:
+            if e.get("frameId") == main:
+                self.nav_pending = False
+
+        cdp.on("Page.frameRequestedNavigation", requested)
+        cdp.on("Page.frameStartedNavigating", started)
+        cdp.on("Page.frameNavigated", navigated)
+        cdp.on("Page.navigatedWithinDocument", within)
+        cdp.on("Page.loadEventFired", loaded)
+        cdp.on("Page.frameStoppedLoading", stopped)
+        await cdp.send("Page.enable")
+
+    def _navigation_id(self) -> str:
+        loader = self.doc.get("loader") or "0"
+        n = self.doc.get("history", 0)
+        return f"{loader}.{n}" if n else str(loader)
+
+    async def _wait_for_document(self) -> None:
+        """After a navigation, wait (bounded) for the new document to load and settle."""
+        if self._waited_seq == self.doc_seq and not self.nav_pending:
+            return
+        self.stage = "waiting for the document the page navigated to"
+        end = self._now() + min(self.opt.load_timeout, max(0.0, self.work_left()))
+        while self._now() < end and (self.nav_pending or not self.doc["loaded"]):
+            await asyncio.sleep(0.05)
+        if self.nav_pending or not self.doc["loaded"]:
+            self.log("navigation", f"{self.doc['url']} had not finished loading when the snapshots began")
+        await self._settle("after the navigation", min(self.opt.settle_timeout, max(0.1, self.work_left())))
+        self._waited_seq = self.doc_seq
+
+    async def _freeze(self) -> None:
+        """Hold the page on its current document: refuse new ones, stop its scripts."""
+        self.frozen = rfc3339(now_utc())
+        try:
+            await self.rec.block_navigations(self.main_frame)
+            if self.scripts_stopped is None:
+                await self.cdp.send("Emulation.setScriptExecutionDisabled", {"value": True})
+                self.scripts_stopped = self.frozen
+            await self.cdp.send("Page.stopLoading")
+        except Exception as e:
+            self.log("navigation", f"could not hold the page on one document: {_short(e)}")
+        self.warn(
+            f"the page kept navigating ({len(self.navigations)} navigations seen); at {self.frozen} further "
+            "navigations were refused and page scripts switched off, so that one document could be captured whole"
+        )
+
+    # -- snapshots -----------------------------------------------------------------
+
+    async def _snapshots(self, page: Any) -> None:
+        """Screenshots, DOM, MHTML and facts, all of one document."""
+        for attempt in range(MAX_SNAPSHOT_ROUNDS + 1):
+            if attempt == MAX_SNAPSHOT_ROUNDS:
+                await self._freeze()
+            await self._wait_for_document()
+            if self.interaction is None and self._scrolled_seq != self.doc_seq:
+                await self._scroll()
+            if await self._snapshot_round():
+                return
+            self.log("snapshot", "the page navigated during the snapshots; they are taken again", round=attempt + 1)
+        for what in ("viewport screenshot", "full-page screenshot", "rendered DOM", "MHTML snapshot"):
+            self.snapshot_errors.setdefault(what, "the page did not stay on one document long enough")
+
+    async def _doc_check(self, ident: tuple[int, str]) -> str:
+        """"same", "changed" or "stuck": has the document changed since ``ident``?
+
+        The round trip goes through the renderer, so every navigation event it
+        sent before answering has been handled by the time it returns.
+        """
+        for attempt in (0, 1):
+            try:
+                href = await self.world.eval("location.href", timeout=self.probe_timeout, recreate=False)
+            except Unanswered:
+                if attempt == 0 and await self._unstick("taking snapshots"):
+                    continue
+                return "stuck"
+            except Exception:
+                return "changed"
+            return "same" if (self.doc_seq, href) == ident else "changed"
+        return "stuck"
+
+    async def _snapshot_round(self) -> bool:
+        """One round of snapshots; False (and nothing kept) if the page navigated meanwhile."""
+        self.stage = "taking screenshots, DOM and MHTML"
+        if not await self._responsive("taking snapshots"):
+            for what in ("viewport screenshot", "full-page screenshot", "rendered DOM", "MHTML snapshot"):
+                self.snapshot_errors.setdefault(what, "the renderer does not answer")
+            return True
+        try:
+            href = str(await self.world.eval("location.href", timeout=self.step_timeout))
+        except Unanswered:
+            self.renderer_stuck = not await self._unstick("taking snapshots")
+            return self.renderer_stuck
+        except Exception as e:
+            self.log("snapshot", f"could not read the document's address: {_short(e)}")
+            return False
+        ident = (self.doc_seq, href)
+        nav_id = self._navigation_id()
+        loader = self.doc.get("loader")
+        steps: list[tuple[str, Callable[[], Awaitable[list[ArtifactFile]]]]] = [
+            ("viewport screenshot", self._shot_viewport),
+            ("full-page screenshot", self._shot_full),
+            ("rendered DOM", self._dom),
+            ("MHTML snapshot", self._mhtml),
+            ("page facts", self._page_facts),
+        ]
+        taken: list[tuple[ArtifactFile, dict[str, Any]]] = []
+        errors: dict[str, str] = {}
+        facts: dict[str, Any] = {}
+        try:
+            for what, step in steps:
+                error: Exception | None = None
+                try:
+                    made = await step()
+                except Exception as e:
+                    made, error = [], e
+                state = await self._doc_check(ident)
+                if state != "same":
+                    for a in made:
+                        a.path.unlink(missing_ok=True)
+                    if state == "changed":
+                        for a, _ in taken:
+                            a.path.unlink(missing_ok=True)
+                        taken.clear()
+                        facts.clear()
+                        return False
+                    errors[what] = "the renderer stopped answering"
+                    break
+                if error is not None:
+                    errors[what] = _short(error)
+                    self.log("snapshot", f"{what} not taken: {_short(error)}")
+                    continue
+                when = rfc3339(now_utc())
+                if what == "page facts":
+                    facts = self._step_facts
+                for a in made:
+                    taken.append((a, {"artifact": a.name, "url": href, "navigation_id": nav_id, "time": when}))
+        finally:
+            # Whatever passed its check is of this one document, also when the
+            # deadline cuts the round short.
+            for a, snap in taken:
+                self.artifacts.append(a)
+                self.snapshots.append(snap)
+            if taken or facts:
+                self.snapshot_loader = loader
+                self.facts = facts or {"url": href}
+            self.snapshot_errors.update(errors)
+        return True
+
+    async def _screenshot(self, params: dict[str, Any]) -> bytes:
         # Straight from DevTools: Playwright's screenshot adds waits and
         # round trips we do not need once the page has settled.
-        async def shot(params: dict[str, Any]) -> bytes:
-            r = await asyncio.wait_for(
-                cdp.send("Page.captureScreenshot", {"format": "png", **params}), self.step_timeout
-            )
-            return base64.b64decode(r["data"])
+        r = await self.cdp.send("Page.captureScreenshot", {"format": "png", **params})
+        return base64.b64decode(r["data"])
 
-        self.add("screenshot-viewport.png", "image/png", "screenshot-viewport").write_bytes(await shot({}))
-        metrics = await cdp.send("Page.getLayoutMetrics")
+    async def _shot_viewport(self) -> list[ArtifactFile]:
+        path = self.dir / "screenshot-viewport.png"
+        path.write_bytes(await self._screenshot({}))
+        return [ArtifactFile("screenshot-viewport.png", path, "image/png", "screenshot-viewport")]
+
+    async def _shot_full(self) -> list[ArtifactFile]:
+        metrics = await self.cdp.send("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics.get("contentSize") or {}
         width = max(1, int(size.get("width") or self.opt.viewport_width))
         height = max(1, int(size.get("height") or self.opt.viewport_height))
@@ -569,30 +972,38 @@ class _Capture:
             )
             height = self.opt.max_screenshot_height
         clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
-        data = await shot({"captureBeyondViewport": True, "clip": clip})
-        self.add("screenshot-full.png", "image/png", "screenshot-full").write_bytes(data)
+        data = await self._screenshot({"captureBeyondViewport": True, "clip": clip})
+        path = self.dir / "screenshot-full.png"
+        path.write_bytes(data)
         self.log("screenshot", "viewport and full-page screenshots taken", width=width, height=height)
+        return [ArtifactFile("screenshot-full.png", path, "image/png", "screenshot-full")]
 
-    async def _dom(self, cdp: Any) -> None:
-        dom = self.add("dom.html", "text/html; charset=utf-8", "dom")
-        length = await self._dom_to(dom)
+    async def _dom(self) -> list[ArtifactFile]:
+        path = self.dir / "dom.html"
+        try:
+            length = await self._dom_to(path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
         self.dom_chars = length
         self.log("dom", "rendered DOM saved", characters=length)
+        return [ArtifactFile("dom.html", path, "text/html; charset=utf-8", "dom")]
+
+    async def _mhtml(self) -> list[ArtifactFile]:
         if not self.opt.mhtml:
-            return
+            return []
+        length = getattr(self, "dom_chars", 0)
         if length * 2 > self.opt.max_mhtml_bytes:
             self.warn(
                 f"MHTML snapshot skipped: the page's DOM ({length:,} characters) is too large for "
                 f"one DevTools message; the WARC and dom.html hold the page"
             )
-            return
-        try:
-            snap = await asyncio.wait_for(cdp.send("Page.captureSnapshot", {"format": "mhtml"}), 60)
-        except Exception as e:
-            self.warn(f"MHTML snapshot failed: {_short(e)}")
-            return
-        self.add("page.mhtml", "multipart/related", "mhtml").write_text(snap["data"], "utf-8", newline="")
+            return []
+        snap = await self.cdp.send("Page.captureSnapshot", {"format": "mhtml"}, timeout=60)
+        path = self.dir / "page.mhtml"
+        path.write_text(snap["data"], "utf-8", newline="")
         self.log("mhtml", "MHTML snapshot saved")
+        return [ArtifactFile("page.mhtml", path, "multipart/related", "mhtml")]
 
     async def _dom_to(self, dom: Path) -> int:
         key = json.dumps("__evidence_dom_" + secrets.token_hex(8))
@@ -615,12 +1026,9 @@ class _Capture:
         await self.world.eval(f"delete globalThis[{key}]", timeout=10)
         return length
 
-    async def _page_facts(self, page: Any) -> dict[str, Any]:
-        try:
-            return dict(await self.world.eval(PAGE_FACTS_JS, timeout=self.step_timeout) or {})
-        except Exception as e:
-            self.log("facts", f"could not read page facts: {_short(e)}")
-            return {"url": page.url}
+    async def _page_facts(self) -> list[ArtifactFile]:
+        self._step_facts = dict(await self.world.eval(PAGE_FACTS_JS, timeout=self.step_timeout) or {})
+        return []
 
     # -- interactive capture and the process video ------------------------------
 
@@ -642,8 +1050,10 @@ class _Capture:
     async def _snapshot_visit(self, cdp: Any, visit: dict[str, Any]) -> None:
         """Viewport screenshot and DOM of a page the investigator reached, once it loaded."""
         stem = f"visit-{visit['n']:03d}"
+        seq, nav_id = self.doc_seq, self._navigation_id()
         try:
-            r = await asyncio.wait_for(cdp.send("Page.captureScreenshot", {"format": "png"}), self.step_timeout)
+            href = str(await self.world.eval("location.href", timeout=self.step_timeout))
+            r = await cdp.send("Page.captureScreenshot", {"format": "png"})
             shot = self.dir / f"{stem}-screenshot.png"
             shot.write_bytes(base64.b64decode(r["data"]))
             visit["screenshot"] = shot.name
@@ -654,7 +1064,7 @@ class _Capture:
             except Exception:
                 dom.unlink(missing_ok=True)
                 raise
-            if self.visits[-1] is not visit:
+            if self.visits[-1] is not visit or await self._doc_check((seq, href)) != "same":
                 # The next page committed while we were reading: what we hold
                 # may be of that page, so it must not be filed under this one.
                 shot.unlink(missing_ok=True)
@@ -662,6 +1072,7 @@ class _Capture:
                 del visit["screenshot"], visit["dom"]
                 raise RuntimeError("the investigator left the page before its snapshot was complete")
             visit["snapshot_time"] = rfc3339(now_utc())
+            visit["navigation_id"] = nav_id
             self.log("visit", f"page {visit['n']} snapshotted", screenshot=shot.name)
         except Exception as e:
             # The investigator moved on before the snapshot finished; the WARC
@@ -676,7 +1087,9 @@ class _Capture:
         # The first page is snapshotted before the hand-over, so it is on file
         # however quickly the investigator moves on.
         if self._visit_tasks:
-            await asyncio.wait(self._visit_tasks, timeout=2 * self.step_timeout)
+            await asyncio.wait(self._visit_tasks, timeout=max(0.1, min(2 * self.step_timeout, self.work_left())))
+        # The investigator takes the time they need; the deadline counts again once they are done.
+        self.deadline_at = math.inf
         self.interaction_started = now_utc()
         self.log("interactive", "browser handed to the investigator")
         done = asyncio.ensure_future(self.interaction(page))
@@ -691,6 +1104,7 @@ class _Capture:
                 f"the browser window was closed before the capture of {self.url} was sealed; nothing was recorded"
             )
         done.result()
+        self.deadline_at = self._now() + self.opt.deadline
         self.interacted = True
         self.interaction_ended = now_utc()
         self.log("interactive", "investigator signalled done: sealing the final state", pages=len(self.visits))
@@ -705,6 +1119,14 @@ class _Capture:
             ):
                 if key in v:
                     self.artifacts.append(ArtifactFile(v[key], self.dir / v[key], media, role))
+                    self.snapshots.append(
+                        {
+                            "artifact": v[key],
+                            "url": v["url"],
+                            "navigation_id": v.get("navigation_id"),
+                            "time": v.get("snapshot_time"),
+                        }
+                    )
 
     async def _keep_video(self, page: Any) -> None:
         """Copy the finished video into the exhibit; the recording directory goes."""
@@ -713,7 +1135,7 @@ class _Capture:
         try:
             # save_as waits until ffmpeg has finished the file, even if closing the context timed out.
             if page.video:
-                await asyncio.wait_for(page.video.save_as(dest), 60)
+                await asyncio.wait_for(page.video.save_as(dest), max(5.0, min(60.0, self.left())))
         except Exception as e:
             dest.unlink(missing_ok=True)
             video["error"] = _short(e)
@@ -772,7 +1194,8 @@ class _Capture:
 
     async def _wait_downloads(self) -> None:
         if self._download_tasks:
-            done, pending = await asyncio.wait(self._download_tasks, timeout=self.opt.load_timeout)
+            wait = max(1.0, min(self.opt.load_timeout, self.left()))
+            done, pending = await asyncio.wait(self._download_tasks, timeout=wait)
             for t in pending:
                 t.cancel()
 
@@ -780,11 +1203,11 @@ class _Capture:
         if hasattr(self, "rec"):
             for body in self.rec.bodies.values():
                 body.close()
-        for t in self._popup_tasks:
+        for t in [*self._popup_tasks, *self._visit_tasks, *self._download_tasks]:
             if not t.done():
                 t.cancel()
         try:
-            await asyncio.wait_for(ctx.close(), 15)
+            await asyncio.wait_for(ctx.close(), max(2.0, min(15.0, self.left())))
         except Exception as e:
             self.log("close", f"closing the browser context: {_short(e)}")
         if self.popups:
@@ -807,7 +1230,7 @@ class _Capture:
         for origin, hop in seen.items():
             sec = hop.response["securityDetails"]  # type: ignore[index]
             try:
-                chain = await asyncio.wait_for(self.rec.certificate(origin), 10)
+                chain = await asyncio.wait_for(self.rec.certificate(origin), max(1.0, min(10.0, self.left())))
             except Exception as e:
                 chain = []
                 self.log("tls", f"could not read the certificate of {origin}: {_short(e)}")
@@ -846,16 +1269,18 @@ class _Capture:
             if host and hop.remote_ip:
                 hosts.setdefault(host, set()).add(f"{hop.remote_ip}:{hop.remote_port}")
         loop = asyncio.get_running_loop()
-        out = []
-        for host, seen in sorted(hosts.items()):
+
+        async def ask(host: str, seen: set[str]) -> dict[str, Any]:
             entry: dict[str, Any] = {"host": host, "browser_connected_to": sorted(seen)}
             try:
                 infos = await asyncio.wait_for(loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), 3)
                 entry["system_resolver"] = sorted({i[4][0] for i in infos})
             except (TimeoutError, OSError) as e:
                 entry["system_resolver_error"] = str(e) or type(e).__name__
-            out.append(entry)
-        return out
+            return entry
+
+        # All at once: the answer of one slow resolver must not wait for another's.
+        return list(await asyncio.gather(*(ask(h, seen) for h, seen in sorted(hosts.items()))))
 
     def _attach_downloads(self, main: list[Hop]) -> None:
         for d in self.downloads:
@@ -869,7 +1294,92 @@ class _Capture:
                         hop.body = BodyFile.from_file(path, "download")
                         hop.transformations.append("body taken from the browser's saved download")
 
+    def _navigation_list(self) -> list[dict[str, Any]]:
+        """Main-frame navigations seen, each HTTP redirect of one as an entry of its own."""
+        out: list[dict[str, Any]] = []
+        for nav in self.navigations:
+            chain: list[Hop] = []
+            if nav["cause"] != "history":
+                chain = next(
+                    (
+                        hops
+                        for hops in self.rec.hops.values()
+                        if hops[0].resource_type == "Document"
+                        and hops[0].frame_id == self.main_frame
+                        and hops[0].loader_id == nav["navigation_id"]
+                    ),
+                    [],
+                )
+            if len(chain) < 2:
+                out.append(dict(nav))
+                continue
+            for i, hop in enumerate(chain):
+                out.append(
+                    {
+                        **nav,
+                        "url": hop.url,
+                        "time": rfc3339(hop.wall_time) if hop.wall_time else nav["time"],
+                        "cause": nav["cause"] if i == 0 else "redirect",
+                    }
+                )
+        return out
+
+    def _outcome_warnings(self, main: list[Hop]) -> None:
+        """What the exhibit lacks or holds only in part, said in its warnings."""
+        final = main[-1] if main else None
+        if final is not None and final.truncated and final.truncated["reason"] != "unspecified":
+            t = final.truncated
+            of = f" of {t['declared_length']:,} announced" if t.get("declared_length") is not None else ""
+            self.warn(
+                f"the main document is incomplete: {t['received_length']:,}{of} bytes received ({t['note']}); "
+                f"kept as received, marked WARC-Truncated: {t['reason']}"
+            )
+        cut = [
+            h
+            for h in self.rec.order
+            if h is not final and h.truncated and h.truncated["reason"] != "unspecified"
+        ]
+        if cut:
+
+            def one(h: Hop) -> str:
+                t = h.truncated or {}
+                of = f" of {t['declared_length']:,}" if t.get("declared_length") is not None else ""
+                return f"{h.url} ({t.get('received_length', 0):,}{of} bytes)"
+
+            listed = ", ".join(one(h) for h in cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else "")
+            self.warn(
+                f"{len(cut)} response(s) arrived incomplete and are kept as received, marked WARC-Truncated: {listed}"
+            )
+        moved = self.navigations[1:]
+        if moved and self.interaction is None:
+            causes = ", ".join(sorted({n["cause"] for n in moved}))
+            first = self.navigations[0]["url"] if self.navigations else self.url
+            self.warn(
+                f"the page navigated by itself after it was opened ({len(moved)} time(s), by {causes}): "
+                f"screenshots, DOM and MHTML are of {self.facts.get('url') or self.doc.get('url')}; "
+                f"the earlier document(s), from {first}, are in the WARC and listed in navigations"
+            )
+        have = {a.role for a in self.artifacts}
+        wanted = {
+            "viewport screenshot": "screenshot-viewport",
+            "full-page screenshot": "screenshot-full",
+            "rendered DOM": "dom",
+        }
+        if self.opt.mhtml:
+            wanted["MHTML snapshot"] = "mhtml"
+        if self.interaction is None or getattr(self, "interacted", False):
+            for what, role in wanted.items():
+                if role in have:
+                    continue
+                if role == "mhtml" and any(w.startswith("MHTML snapshot skipped") for w in self.warnings):
+                    continue
+                why = self.snapshot_errors.get(what) or (
+                    "capture deadline reached" if self.deadline_hit else "not reached"
+                )
+                self.warn(f"{what} not captured: {why}")
+
     def _info(self, main: list[Hop]) -> dict[str, Any]:
+        self._outcome_warnings(main)
         final = main[-1] if main else None
         redirects = [{"url": h.url, "status": h.status, "location": h.location} for h in main if h.redirected]
         server = None
@@ -893,7 +1403,7 @@ class _Capture:
         }
         info: dict[str, Any] = {
             "url": self.url,
-            "final_url": self.facts.get("url") or (final.url if final else self.url),
+            "final_url": self.facts.get("url") or self.doc.get("url") or (final.url if final else self.url),
             "title": self.facts.get("title"),
             "status": status,
             "redirects": redirects,
@@ -922,7 +1432,16 @@ class _Capture:
             "warnings": self.warnings,
             "mode": "interactive" if self.interaction is not None else "automatic",
             "environment_check": self._check_summary(),
+            "capture_deadline_ms": int(self.opt.deadline * 1000),
+            "deadline_reached": self.deadline_hit,
+            "navigations": self._navigation_list(),
+            # One entry per screenshot, DOM and MHTML: the document it was taken of.
+            "snapshots": [dict(x) for x in self.snapshots],
         }
+        if self.scripts_stopped is not None:
+            info["page_scripts_stopped"] = self.scripts_stopped
+        if self.frozen is not None:
+            info["navigation_frozen"] = {"time": self.frozen, "refused": list(self.rec.blocked_navigations)}
         if self.video is not None:
             info["process_video"] = self.video
         if self.interaction is not None:
@@ -946,7 +1465,7 @@ class _Capture:
             "fresh_profile": bool(profile.get("clean")),
             "browser_user_data_dir": profile.get("browser_user_data_dir"),
             "extensions": profile.get("extensions"),
-            "proxy": self.browser.proxy,
+            "proxy": redact_proxy(self.browser.proxy),
             "hostname": socket.gethostname(),
             "tool": tool_version(),
             "browser": f"{b.name} {b.version}" if b else None,

@@ -17,6 +17,7 @@ listed in the exchange's ``transformations`` and in the capture log.
 
 from __future__ import annotations
 
+import hashlib
 import http
 import io
 import os
@@ -141,6 +142,39 @@ def fix_for_body(
     return out, notes
 
 
+def truncation(hop: Hop) -> dict[str, Any] | None:
+    """Why the stored body of ``hop`` is not the whole body, or None when it is.
+
+    ``reason`` is the WARC-Truncated value: ``time`` when the capture stopped
+    waiting for a body still arriving, ``disconnect`` when the connection
+    ended before it was complete, ``unspecified`` when no body could be read.
+    Lengths are of the body as stored (decoded); ``declared_length`` is the
+    server's Content-Length when it describes those same bytes.
+    """
+    if hop.response is None or hop.from_cache or hop.redirected:
+        return None
+    status = int(hop.response.get("status", 0))
+    if hop.method == "HEAD" or status in NO_BODY_STATUS or 100 <= status < 200:
+        return None
+    _, headers, _ = response_headers(hop)
+    lower = {k.lower(): v.strip() for k, v in headers}
+    declared = None
+    if lower.get("content-length", "").isdigit() and lower.get("content-encoding", "identity") == "identity":
+        declared = int(lower["content-length"])
+    body = hop.body
+    out: dict[str, Any] = {"declared_length": declared}
+    if body is None:
+        return {**out, "reason": "unspecified", "received_length": 0, "note": "no body could be read"}
+    if body.complete or hop.finished:
+        return None
+    out["received_length"] = body.size
+    if hop.failed:
+        out.update(reason="disconnect", note=f"the response ended with {hop.failed} before it was complete")
+    else:
+        out.update(reason="time", note="the response was still arriving when the capture stopped waiting")
+    return out
+
+
 def request_headers(hop: Hop) -> tuple[str, list[tuple[str, str]], list[str]]:
     notes: list[str] = []
     parts = urlsplit(hop.url)
@@ -150,10 +184,27 @@ def request_headers(hop: Hop) -> tuple[str, list[tuple[str, str]], list[str]]:
         raw = hop.request_headers
         notes.append("request headers are the browser's provisional set (no extra-info event)")
     headers = _split_header_map(raw)
+    headers, hidden = _hide_credentials(headers)
+    notes += hidden
     if not any(k.lower() == "host" for k, _ in headers):
         authority = raw.get(":authority") or parts.netloc
         headers.insert(0, ("Host", authority))
     return f"{hop.method} {target} HTTP/1.1", headers, notes
+
+
+#: Request headers whose value would let whoever holds the case file act as the
+#: investigator's proxy account; kept by name, the value replaced by its digest.
+SECRET_REQUEST_HEADERS = ("proxy-authorization",)
+
+
+def _hide_credentials(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+    out, notes = [], []
+    for k, v in headers:
+        if k.lower() in SECRET_REQUEST_HEADERS:
+            v = "sha256:" + hashlib.sha256(v.encode("utf-8", "surrogateescape")).hexdigest()
+            notes.append(f"{k} value replaced by its SHA-256 (a credential)")
+        out.append((k, v))
+    return out, notes
 
 
 def _tls_protocol(hop: Hop) -> str | None:
@@ -220,6 +271,7 @@ class WarcFile:
         body = hop.body
         size = body.size if body is not None and body.path.exists() else 0
         truncated = None
+        cut = truncation(hop)
         if hop.redirected:
             body_known = False
             if any(k.lower() == "content-length" and v.strip() not in ("", "0") for k, v in headers):
@@ -227,16 +279,11 @@ class WarcFile:
                 truncated = "unspecified"
         else:
             body_known = body is not None
-            if body is None:
-                if hop.method != "HEAD" and status not in NO_BODY_STATUS:
-                    notes.append("no body could be read for this response")
-                    truncated = "unspecified"
-            elif not (body.complete or hop.finished):
-                truncated = "disconnect" if hop.failed else "time"
-                notes.append(
-                    f"response incomplete when the capture ended ({hop.failed or 'still loading'}); "
-                    f"{size} bytes stored"
-                )
+            if cut is not None:
+                truncated = cut["reason"]
+                declared = cut.get("declared_length")
+                of = f" of {declared}" if declared is not None else ""
+                notes.append(f"{cut['note']}; {size}{of} bytes stored (WARC-Truncated: {truncated})")
         headers, fix_notes = fix_for_body(
             headers, size, status=status, method=hop.method, body_known=body_known
         )
@@ -250,6 +297,12 @@ class WarcFile:
             warc_headers["WARC-IP-Address"] = hop.remote_ip.strip("[]")
         if truncated:
             warc_headers["WARC-Truncated"] = truncated
+            if cut is not None:
+                # Extension fields (WARC 1.1 allows them): what the server
+                # announced against what arrived, so the cut needs no recomputing.
+                if cut.get("declared_length") is not None:
+                    warc_headers["Evidence-Declared-Length"] = str(cut["declared_length"])
+                warc_headers["Evidence-Received-Length"] = str(size)
         stream: BinaryIO = open(body.path, "rb") if size and body is not None else io.BytesIO(b"")
         try:
             rec = self.writer.create_warc_record(

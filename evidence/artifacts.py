@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from .config import fsync_dir
 from .digest import CHUNK
 from .errors import IntegrityError, StoreError
 
@@ -112,7 +113,7 @@ class ArtifactStore:
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
-            _fsync_dir(dest.parent)
+            fsync_dir(dest.parent)
             return Blob(digest, size)
         except OSError as e:
             raise StoreError(f"cannot write to artifact store {self.root}: {e.strerror}") from e
@@ -172,11 +173,3 @@ class ArtifactStore:
         if base.exists():
             for p in base.glob("??/??/*"):
                 yield p.name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

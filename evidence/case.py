@@ -24,9 +24,16 @@ Layout (every path lowercase ``[a-z0-9._-]``, at most one folder deep: py-wacz
     datapackage.json                      every other file with its SHA-256
     datapackage-digest.json               SHA-256 of datapackage.json
 
-Export appends a ``case-export`` custody record listing the leaf hash of
-every record in the bundle, then signs a checkpoint over it: a verifier can
-then tell a bundle that lost a record from a complete one.
+Export appends a ``case-export`` custody record (payload ``v`` 2) naming
+the leaf hash of every other record in the bundle and the path, SHA-256 and
+size of every file written before it (manifests, artifacts, WARCs, index,
+page list, key files, anchor blobs, TSA roots, older checkpoints and the
+consistency proofs between them), then signs a checkpoint over it. What
+comes after it is bound by other means: record files by their leaves,
+proofs and the case checkpoint by verification (in their exact written
+form), ``case.json`` by being derived exactly from verified content. A
+verifier can then refuse any file no signed statement names, and any
+bundle that lost one.
 
 The reader (``CaseReader``) assumes the ZIP is hostile: it rejects unsafe
 names, duplicates, symlinks, encryption, overlapping entries and bombs before
@@ -35,6 +42,7 @@ reading anything, and streams each entry with a byte cap. It never extracts.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -51,13 +59,14 @@ from typing import Any, BinaryIO
 
 from . import __version__
 from .canonical import CanonicalizationError, loads
-from .digest import CHUNK, sha256_file
+from .digest import CHUNK
 from .errors import CaseFileError, EnvironmentProblem, IntegrityError, UsageError
 from .record import Record, utc_now
 
 FILE_TYPE = "evidence-chain/case-file"
 FILE_VERSION = 1
 EXPORT_KIND = "case-export"
+EXPORT_VERSION = 2  # v2 names every file of the bundle; v1 (records and two derived files) no longer verifies
 WACZ_VERSION = "1.1.1"
 
 CASE_JSON = "evidence/case.json"
@@ -206,24 +215,30 @@ def export_case(
     """Write the case file for ``case_id`` to ``out_path`` (atomically: temp file, then rename).
 
     ``ledger`` is a ``ledger.log.Ledger``. With ``record_export`` (the default)
-    a ``case-export`` record listing every exported record is appended, then a
-    checkpoint is signed over it (both need the signing key). ``tsa_roots``
-    are PEM/DER bytes of TSA root certificates to ship as self-declared trust
+    a ``case-export`` record naming every record and file of the bundle is
+    appended, then a checkpoint is signed over it (both need the log key);
+    without it the bundle verifies only as INCOMPLETE. ``tsa_roots`` are
+    PEM/DER bytes of TSA root certificates to ship as self-declared trust
     material. Memory stays constant in the size of the artifacts.
+
+    Order: every file the export record binds is streamed into a temporary
+    file beside ``out_path`` and fsynced first; only then is the record
+    appended, the checkpoint signed, and the small tail (records, proofs,
+    checkpoint, maps) written into space reserved beforehand. So a failure
+    before the append leaves no record, and the append is followed only by
+    writes that cannot run out of disk.
     """
     from ledger import checkpoint as cpmod  # ledger depends on evidence, not the reverse at import time
 
     out_path = Path(out_path)
     if not isinstance(case_id, str) or not case_id.strip():
         raise UsageError("export needs a case id")
+    _check_target(out_path)
     case_recs = list(ledger.records(case=case_id))
     if not case_recs:
         raise UsageError(f"no records for case {case_id!r} in this ledger")
-    # Find out now whether the file can be written, before the export record
-    # is appended: a ledger must not record an export that never happened.
-    fd, tmp = _temp_beside(out_path)
-    os.close(fd)
-    tmp.unlink()
+    if record_export:
+        _check_can_sign(ledger)
 
     # Records that prove the keys: log-init, every rotation and key addition so
     # far, since the export record and checkpoint are signed by today's key.
@@ -278,25 +293,24 @@ def export_case(
                     page["title"] = str(info["title"])
                 pages.append(page)
 
-    # The index and page list are derived files no exhibit manifest covers:
-    # their digests go into the signed export record, so neither can be
-    # rewritten once the bundle leaves (a forged index would replay other bytes).
-    workdir = tempfile.TemporaryDirectory(prefix="evidence-cdxj-")
-    index_file = Path(workdir.name) / "index.cdxj"
-    _write_cdxj(ledger.artifacts, warcs, Path(workdir.name), index_file)
-    pages_raw = _pages_jsonl(case_id, pages)
-    derived = {INDEX: sha256_file(index_file)[0], PAGES: hashlib.sha256(pages_raw).hexdigest()}
-
     # Anchors: for each exported record, the anchors of the first anchored
     # checkpoint covering it (chosen before the export record, which lists them).
+    # An exhibit deposit speaks for its one exhibit: every one of this case's
+    # exhibits goes in (with its checkpoint), none of another case's.
+    case_exhibits = {r.index for r in case_recs if r.kind == "exhibit"}
     anchors_by_size: dict[int, list[Record]] = {}
+    deposit_sizes: set[int] = set()
     for s in ledger.store.iter_records(kind="anchor"):
         a = _parse(s.body, s.index)
         size = a.payload.get("checkpoint_size")
         if isinstance(size, int) and 0 < size <= s.index:
+            if a.payload.get("type") == "exhibit-deposit":
+                if a.payload.get("exhibit_index") not in case_exhibits:
+                    continue
+                deposit_sizes.add(size)
             anchors_by_size.setdefault(size, []).append(a)
-    anchored = sorted(anchors_by_size)
-    chosen: set[int] = set()
+    anchored = sorted(s for s, recs in anchors_by_size.items() if any(a.payload.get("type") != "exhibit-deposit" for a in recs))
+    chosen: set[int] = set(deposit_sizes)
     for i in included:
         first = next((s for s in anchored if s > i), None)
         if first is not None:
@@ -304,22 +318,9 @@ def export_case(
     anchor_recs = [a for s in sorted(chosen) for a in anchors_by_size[s]]
     for a in anchor_recs:
         included[a.index] = a
-
-    export_index: int | None = None
-    if record_export:
-        listed = [{"index": i, "leaf": included[i].leaf.hex()} for i in sorted(included)]
-        rec = ledger.append(EXPORT_KIND, {"records": listed, "derived": derived,
-                                          "software": f"evidence-chain {__version__}"}, case=case_id)
-        included[rec.index] = rec
-        export_index = rec.index
-    cp = ledger.checkpoint()
-    top = max(included)
-    if cp.size <= top:
-        raise IntegrityError(f"checkpoint of size {cp.size} does not cover record {top}")
-
     notes = {c.size: c for c in ledger.store.checkpoints()}
-    sizes = sorted(chosen | {cp.size})
-    missing = [s for s in sizes if s not in notes]
+    older = sorted(chosen)
+    missing = [s for s in older if s not in notes]
     if missing:
         raise IntegrityError(f"anchored checkpoint(s) {missing} are not in the ledger")
 
@@ -338,61 +339,78 @@ def export_case(
                 blob_files.append((path, d))
         anchor_entries.append({"index": a.index, "type": p.get("type"), "checkpoint_size": p.get("checkpoint_size"), "blobs": blobs})
 
+    pages_raw = _pages_jsonl(case_id, pages)
+    workdir = tempfile.TemporaryDirectory(prefix="evidence-cdxj-")
     fd, tmp = _temp_beside(out_path)
     w: _ZipWriter | None = None
+    export_index: int | None = None
     try:
         with os.fdopen(fd, "w+b") as f:
             w = _ZipWriter(f, progress)
-            path_of: dict[str, str] = {}
+            # Part 1: everything the export record binds by digest, streamed.
             for path, sha, size in files:
-                if not path.startswith("archive/"):
-                    continue
                 with ledger.artifacts.open(sha) as src:
                     got = w.add_stream(path, src, size)
                 if got != sha:
                     raise IntegrityError(f"artifact sha256:{sha} in the store was altered (now {got})")
-                path_of[path] = sha
+            index_file = Path(workdir.name) / "index.cdxj"
+            _write_cdxj(ledger.artifacts, warcs, Path(workdir.name), index_file)
             with open(index_file, "rb") as src:
                 w.add_stream(INDEX, src, index_file.stat().st_size)
             w.add_bytes(PAGES, pages_raw)
-            for path, sha, size in files:
-                if path.startswith("archive/"):
-                    continue
-                with ledger.artifacts.open(sha) as src:
-                    got = w.add_stream(path, src, size)
-                if got != sha:
-                    raise IntegrityError(f"artifact sha256:{sha} in the store was altered (now {got})")
-            records_meta = []
-            for i in sorted(included):
-                r = included[i]
-                w.add_bytes(record_path(i), r.raw)
-                proof = ledger.store.inclusion_proof(i, cp.size)
-                w.add_bytes(proof_path(i), cpmod.format_proof(cpmod.TlogProof(i, proof, cp.note)).encode("utf-8"))
-                records_meta.append({"index": i, "kind": r.kind, "path": record_path(i), "proof": proof_path(i)})
-            cps_meta = []
-            for s in sizes:
+            for s in older:
                 w.add_bytes(checkpoint_path(s), notes[s].note.encode("utf-8"))
-                cps_meta.append({"size": s, "path": checkpoint_path(s)})
             cons_meta = []
-            for a_size, b_size in zip(sizes, sizes[1:]):
+            for a_size, b_size in zip(older, older[1:]):
                 hashes = ledger.store.consistency_proof(a_size, b_size)
                 w.add_bytes(consistency_path(a_size, b_size), cpmod.format_consistency(a_size, b_size, hashes).encode())
                 cons_meta.append({"old": a_size, "new": b_size, "path": consistency_path(a_size, b_size)})
             keys_meta = []
-            for v in _log_vkeys(ledger, included):
-                kid, vkey = v
+            for kid, vkey in _log_vkeys(ledger, included):
                 path = key_path(kid)
                 w.add_bytes(path, (vkey + "\n").encode("utf-8"))
                 keys_meta.append({"key_id": kid, "vkey": vkey, "path": path})
             for path, sha in blob_files:
                 with ledger.artifacts.open(sha) as src:
-                    data = src.read()
-                w.add_bytes(path, data)
+                    w.add_bytes(path, src.read())
             roots_meta = []
             for n, pem in enumerate(tsa_roots, 1):
                 path = f"evidence/tsa-root-{n}.pem"
                 w.add_bytes(path, pem)
                 roots_meta.append(path)
+            bound = {r.path: {"sha256": r.sha256, "bytes": r.size} for r in w.resources}
+            for i in sorted(included):
+                w.add_bytes(record_path(i), included[i].raw)
+            f.flush()
+            os.fsync(f.fileno())
+            # The tail is small and known in size up to the proofs: reserve it
+            # now so that nothing after the append can fail for lack of space.
+            reserved_from = f.tell()
+            _reserve(f, reserved_from, _tail_estimate(included, bound, exhibits, anchor_entries))
+
+            if record_export:
+                listed = [{"index": i, "leaf": included[i].leaf.hex()} for i in sorted(included)]
+                rec = ledger.append(EXPORT_KIND, {"v": EXPORT_VERSION, "records": listed, "files": bound,
+                                                  "software": f"evidence-chain {__version__}"}, case=case_id)
+                included[rec.index] = rec
+                export_index = rec.index
+                w.add_bytes(record_path(rec.index), rec.raw)
+            # Part 2: what depends on the checkpoint that covers the export record.
+            cp = ledger.checkpoint()
+            top = max(included)
+            if cp.size <= top:
+                raise IntegrityError(f"checkpoint of size {cp.size} does not cover record {top}")
+            records_meta = []
+            for i in sorted(included):
+                proof = ledger.store.inclusion_proof(i, cp.size)
+                w.add_bytes(proof_path(i), cpmod.format_proof(cpmod.TlogProof(i, proof, cp.note)).encode("utf-8"))
+                records_meta.append({"index": i, "kind": included[i].kind, "path": record_path(i), "proof": proof_path(i)})
+            w.add_bytes(checkpoint_path(cp.size), cp.note.encode("utf-8"))
+            sizes = [*older, cp.size]
+            if older:
+                hashes = ledger.store.consistency_proof(older[-1], cp.size)
+                w.add_bytes(consistency_path(older[-1], cp.size), cpmod.format_consistency(older[-1], cp.size, hashes).encode())
+                cons_meta.append({"old": older[-1], "new": cp.size, "path": consistency_path(older[-1], cp.size)})
             case_json = {
                 "type": FILE_TYPE,
                 "v": FILE_VERSION,
@@ -406,30 +424,33 @@ def export_case(
                 "export_record": export_index,
                 "records": records_meta,
                 "exhibits": exhibits,
-                "checkpoints": cps_meta,
+                "checkpoints": [{"size": s, "path": checkpoint_path(s)} for s in sizes],
                 "consistency": cons_meta,
                 "keys": keys_meta,
                 "anchors": anchor_entries,
                 "tsa_roots": roots_meta,
             }
-
             w.add_bytes(CASE_JSON, case_map_bytes(case_json))
             dp = _datapackage(case_id, w.resources)
             w.add_bytes(DATAPACKAGE, dp, listed=False)
             w.add_bytes(DATAPACKAGE_DIGEST, datapackage_digest(dp), listed=False)
             w.close()
+            f.truncate()  # drop what is left of the reservation
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out_path)
-    except OSError as e:
+        _fsync_dir(out_path.parent)
+    except BaseException as e:
         if w is not None:
             w.abort()
         tmp.unlink(missing_ok=True)
-        raise EnvironmentProblem(f"writing the case file {out_path} failed: {e.strerror or e}") from None
-    except BaseException:
-        if w is not None:
-            w.abort()
-        tmp.unlink(missing_ok=True)
+        if export_index is not None and isinstance(e, Exception):
+            # An append-only log cannot take the record back: say so, with its index.
+            why = (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
+            raise EnvironmentProblem(f"writing the case file {out_path} failed after export record {export_index} "
+                                     f"was appended (that export did not happen): {why}") from None
+        if isinstance(e, OSError):
+            raise EnvironmentProblem(f"writing the case file {out_path} failed: {e.strerror or e}") from None
         raise
     finally:
         workdir.cleanup()
@@ -437,6 +458,64 @@ def export_case(
         out_path, case_id, len(exhibits), len(included), len(w.resources) + 2,
         sum(r.size for r in w.resources), cp.size, export_index, len(anchor_recs),
     )
+
+
+def _check_target(out_path: Path) -> None:
+    """Refuse an output path that cannot become the case file, before anything is appended."""
+    if out_path.is_dir():
+        raise UsageError(f"cannot write the case file {out_path}: it is a directory")
+    if out_path.exists() and not out_path.is_file():
+        raise UsageError(f"cannot write the case file {out_path}: it exists and is not a regular file")
+    fd, probe = _temp_beside(out_path)
+    os.close(fd)
+    probe.unlink()
+
+
+def _check_can_sign(ledger: Any) -> None:
+    """The export record is useless without a checkpoint over it: both need the log key, so check first."""
+    from ledger.note import vkey_for
+
+    if vkey_for(ledger.origin, ledger.key.public) not in ledger.config.trusted_vkeys:
+        raise UsageError("this home signs with a writer key; a case file needs a checkpoint signed by the "
+                         "log's key: export on the log's home")
+
+
+def _tail_estimate(included: dict[int, Record], bound: dict[str, Any], exhibits: list[dict[str, Any]],
+                   anchors: list[dict[str, Any]]) -> int:
+    """Generous bound on the bytes written after the export record (ZIP headers included)."""
+    import json
+
+    n = len(included) + 1
+    proof = 64 * 46 + 4096  # at most 63 base64 hashes, plus the note
+    listing = n * 90 + len(json.dumps(bound)) + 1024
+    maps = len(json.dumps(exhibits)) + len(json.dumps(anchors)) + n * 200 + 8192
+    per_entry = 400  # local header + central directory entry + data descriptor, with ZIP64 extras
+    entries = len(bound) + 3 * n + 16
+    return 2 * (n * proof + listing * 2 + maps + len(bound) * 200 + entries * per_entry) + (1 << 20)
+
+
+def _reserve(f: BinaryIO, start: int, size: int) -> None:
+    """Allocate disk blocks for the tail; ENOSPC here is before the append, where it is harmless."""
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(f.fileno(), start, size)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            # Filesystems without fallocate (EOPNOTSUPP) still work, without the guarantee.
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename itself is done
+    finally:
+        os.close(fd)
 
 
 def _parse(raw: bytes, index: int) -> Record:

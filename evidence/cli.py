@@ -18,8 +18,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
+from .display import json_safe, shown, text
 from .errors import EvidenceError, UsageError
 
 app = typer.Typer(
@@ -31,20 +33,44 @@ app = typer.Typer(
 key_app = typer.Typer(no_args_is_help=True, help="Signing keys of this evidence home.")
 app.add_typer(key_app, name="key")
 
-out = Console()
-err = Console(stderr=True)
+# What we print is data (names, URLs, page titles): ":name:" must stay text,
+# and every string from outside goes through display.shown or display.text.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 _state: dict[str, Any] = {"debug": False}
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+#: ledger indexes are 64-bit signed integers in SQLite and PostgreSQL
+MAX_INDEX = 2**63 - 1
 
 
 def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json_safe(json.dumps(obj, ensure_ascii=False, indent=2)) + "\n")
 
 
 def fail(message: str, code: int) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    """One line on stderr and exit ``code``; ``message`` is plain text, never markup."""
+    err.print(f"[bold red]error:[/] {shown(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _bounded(param: Any, value: int | None, low: int) -> int | None:
+    # Raised as our UsageError, not the parser's, so it is one line and never
+    # an OverflowError deep in SQL.
+    if value is not None and not low <= value <= MAX_INDEX:
+        name = param.opts[0] if param.opts[0].startswith("-") else str(param.name).upper()
+        raise UsageError(f"{name} must be a whole number from {low} to {MAX_INDEX}, not {value}")
+    return value
+
+
+def _index(param: typer.CallbackParam, value: int | None) -> int | None:
+    """Typer callback for a ledger index."""
+    return _bounded(param, value, 0)
+
+
+def _count(param: typer.CallbackParam, value: int | None) -> int | None:
+    """Typer callback for a number of records (at least one)."""
+    return _bounded(param, value, 1)
 
 
 @app.callback()
@@ -76,12 +102,19 @@ def init(
     origin: str | None = typer.Option(None, help="Log name in checkpoints (default: HOST/evidence-chain/KEYID)."),
     db_url: str | None = typer.Option(None, "--db-url", help="SQLAlchemy URL (default: EVIDENCE_DB_URL or SQLite in the home)."),
     artifacts: str | None = typer.Option(None, "--artifacts", help="Artifact store directory, e.g. a shared mount (default: store/ in the home; also EVIDENCE_ARTIFACTS)."),
+    continues: Path | None = typer.Option(None, "--continues", help="Signed checkpoint note of an older log this one continues (its latest-checkpoint.note); recorded in the log-init record."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Create the evidence home: signing key, ledger database, artifact store."""
     from ledger.log import Ledger
 
-    led = Ledger.init(unencrypted=no_passphrase, origin=origin, db_url=db_url, artifacts=artifacts)
+    note = None
+    if continues is not None:
+        try:
+            note = continues.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read --continues {continues}: {getattr(e, 'strerror', None) or e}") from None
+    led = Ledger.init(unencrypted=no_passphrase, origin=origin, db_url=db_url, artifacts=artifacts, continues=note)
     info = {
         "home": str(led.home.root),
         "origin": led.origin,
@@ -94,105 +127,192 @@ def init(
     if as_json:
         emit(info)
         return
-    out.print(f"Evidence home created at [bold]{info['home']}[/]")
-    out.print(f"  log origin   {info['origin']}")
-    out.print(f"  signing key  {info['key_id']} ({'encrypted' if not no_passphrase else 'UNENCRYPTED'})")
-    out.print(f"  verifier key {info['vkey']}")
-    out.print(f"  database     {info['database']}")
+    out.print(Text.assemble("Evidence home created at ", text(info["home"], "bold")))
+    out.print(f"  log origin   {shown(info['origin'])}")
+    out.print(f"  signing key  {shown(info['key_id'])} ({'encrypted' if not no_passphrase else 'UNENCRYPTED'})")
+    out.print(f"  verifier key {shown(info['vkey'])}")
+    out.print(f"  database     {shown(info['database'])}")
 
 
 @key_app.command("show")
 def key_show(as_json: bool = JsonOpt) -> None:
-    """Print the verifier keys (C2SP vkey) pinned in this home."""
+    """Print the log's current verifier key(s), retired keys with their lifetimes, and registered signers."""
+    from evidence.keys import key_id_for
+    from ledger.log import key_add_facts, verify_key_add
+    from ledger.trust import RetiredVerifier
+
     led = _open()
-    info = {"origin": led.origin, "current_key_id": led.config.key_id, "vkeys": led.config.trusted_vkeys}
-    led.close()
+    try:
+        trust = led.trust()
+        retired = [
+            {"key_id": key_id_for(v.public_raw), "vkey": v.vkey, "last_valid_size": v.last_valid_size,
+             "retired_by_record": v.retired_by_record, "successor_key_id": v.successor_key_id}
+            for v in trust.verifiers if isinstance(v, RetiredVerifier)
+        ]
+        signers = []
+        for r in led.records_of_kind("key-add"):
+            try:
+                kid, _raw, name, role = verify_key_add(r.payload)
+                problem = None
+            except EvidenceError as e:
+                kid, name, role, problem = str(r.payload.get("key_id")), str(r.payload.get("name")), str(r.payload.get("role")), str(e)
+            signers.append({"index": r.index, "key_id": kid, "name": name, "role": role, **key_add_facts(r.payload),
+                            **({"problem": problem} if problem else {})})
+        info = {"origin": led.origin, "current_key_id": led.config.key_id,
+                "vkeys": [v.vkey for v in trust.current()], "retired": retired, "signers": signers}
+    finally:
+        led.close()
     if as_json:
         emit(info)
-    else:
-        for v in info["vkeys"]:
-            out.print(v, highlight=False)
+        return
+    for v in info["vkeys"]:
+        out.print(text(v), highlight=False)
+    for r in retired:
+        out.print(text(f"retired: {r['vkey']}  (key {r['key_id']}: records 0..{r['last_valid_size'] - 1}, "
+                       f"checkpoints of size <= {r['last_valid_size']}; retired by record {r['retired_by_record']})"),
+                  highlight=False)
+    for sg in signers:
+        facts = "".join(f", {k} {sg[k]}" for k in ("badge", "unit") if k in sg)
+        bad = f"  NOT VERIFIED: {sg['problem']}" if "problem" in sg else ""
+        out.print(text(f"{sg['role']}: {sg['name']}{facts}  (key {sg['key_id']}, record {sg['index']}){bad}"), highlight=False)
 
 
 @key_app.command("rotate")
-def key_rotate(as_json: bool = JsonOpt) -> None:
-    """Replace the signing key; the rotation is recorded, signed by old and new key."""
+def key_rotate(
+    delete_old: bool = typer.Option(False, "--delete-old", help="Delete the retired private key instead of moving it to keys-retired/."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Replace the signing key; the rotation is recorded, signed by old and new key.
+
+    The old key is retired: valid for records up to the rotation record and
+    checkpoints up to the tree that ends with it (keys/retired/ says so).
+    """
     led = _open()
-    rec = led.rotate_key()
-    info = {"index": rec.index, "old_key_id": rec.payload["old_key_id"], "new_key_id": rec.payload["new_key_id"], "vkey": led.config.trusted_vkeys[-1]}
-    led.close()
+    try:
+        rec = led.rotate_key(delete_old=delete_old)
+        old = rec.payload["old_key_id"]
+        info = {"index": rec.index, "old_key_id": old, "new_key_id": rec.payload["new_key_id"],
+                "vkey": led.config.trusted_vkeys[-1], "last_valid_size": rec.index + 1,
+                "retired_private_key": None if delete_old else str(led.home.retired_keys_dir / f"{old}.key")}
+    finally:
+        led.close()
     if as_json:
         emit(info)
     else:
-        out.print(f"Key rotated at record {info['index']}: {info['old_key_id']} -> {info['new_key_id']}")
+        out.print(f"Key rotated at record {info['index']}: {shown(info['old_key_id'])} -> {shown(info['new_key_id'])}", highlight=False)
+        out.print(f"  retired key {shown(old)} signs nothing after record {rec.index} (checkpoints of size <= {rec.index + 1})", highlight=False, soft_wrap=True)
+        out.print(f"  its private key: {shown(info['retired_private_key'] or 'deleted')}", highlight=False, soft_wrap=True)
+        out.print(text(f"  new verifier key {info['vkey']}"), highlight=False, soft_wrap=True)
 
 
 @key_app.command("add")
 def key_add(
     officer: str = typer.Option(..., "--officer", help="Name of the officer (or worker) the key belongs to."),
+    badge: str | None = typer.Option(None, "--badge", help="The officer's badge number (执法证号); required for officers, signed into the key-add record."),
+    unit: str | None = typer.Option(None, "--unit", help="The officer's unit, signed into the key-add record."),
     role: str = typer.Option("officer", "--role", help="officer (may only attest) or writer (may append)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Create and register another signer's key, recorded in the ledger."""
+    """Create and register another signer's key, recorded in the ledger.
+
+    An officer's key is encrypted with the officer's own passphrase (asked on
+    the terminal, hidden and twice; or EVIDENCE_OFFICER_PASSPHRASE, or
+    EVIDENCE_OFFICER_PASSPHRASE_FILE); a writer's with the home's.
+    """
+    from evidence.errors import ConfigError
+    from evidence.officers import officer_passphrase
+
+    if role == "officer" and badge is None:
+        raise UsageError("an officer's key needs --badge NUMBER (执法证号), which the key-add record states")
     led = _open()
-    rec = led.add_key(officer, role)
-    info = {"index": rec.index, "name": officer, "role": role, "key_id": rec.payload["key_id"]}
-    led.close()
+    try:
+        signers = led.config.extra.get("signers")
+        if isinstance(signers, dict) and officer in signers:
+            raise ConfigError(f"a key named {officer!r} is already registered")
+        pp = officer_passphrase(officer, confirm=True) if role == "officer" else None
+        rec = led.add_key(officer, role, pp, badge=badge, unit=unit)
+    finally:
+        led.close()
+    info = {"index": rec.index, "name": officer, "role": role, "key_id": rec.payload["key_id"],
+            **{k: rec.payload[k] for k in ("badge", "unit") if k in rec.payload}}
     if as_json:
         emit(info)
     else:
-        out.print(f"Key {info['key_id']} registered for {officer} ({role}) at record {rec.index}")
+        out.print(f"Key {shown(info['key_id'])} registered for {shown(officer)} ({shown(role)}) at record {rec.index}", highlight=False)
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})
 def attest(
-    index: int = typer.Argument(..., help="Ledger index of the exhibit record."),
+    index: int = typer.Argument(..., help="Ledger index of the exhibit record.", callback=_index),
     officer: str = typer.Option(..., "--officer", help="The attesting officer (their registered key signs)."),
     statement: str | None = typer.Option(None, "--statement", help="What the officer attests."),
+    witness: str | None = typer.Option(None, "--witness", help="Name of the 见证人 (a non-official third party), signed into the attestation."),
+    witness_id: str | None = typer.Option(None, "--witness-id", help="The witness's ID as TYPE:NUMBER, e.g. 居民身份证:110101199001011234."),
+    witness_contact: str | None = typer.Option(None, "--witness-contact", help="How to reach the witness."),
+    holder_note: str | None = typer.Option(None, "--holder-note", help="Why the party/holder did not sign (or what they said)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """A second officer attests an exhibit record with their own key."""
+    """A second officer attests an exhibit record with their own key (and own passphrase)."""
+    from evidence.officers import unlock_officers
+    from ledger.log import declared_facts
+
+    facts = declared_facts(witness=witness, witness_id=witness_id, witness_contact=witness_contact, holder_note=holder_note)
     led = _open()
-    rec = led.attest(index, officer, statement)
-    led.close()
+    try:
+        led.signer_entry(officer)
+        led.exhibit_record(index)  # an unknown officer or a wrong index is said before any passphrase is asked
+        (cosigner,) = unlock_officers(led, [officer])
+        rec = led.attest(index, officer, statement, witness=facts.get("witness"), holder_note=facts.get("holder_note"),
+                         key=cosigner.key)
+    finally:
+        led.close()
     info = {"index": rec.index, "exhibit_index": index, "officer": officer, "key_id": rec.key_id}
     if as_json:
         emit(info)
     else:
-        out.print(f"Exhibit {index} attested by {officer} (key {rec.key_id[:8]}) at record {rec.index}")
+        out.print(f"Exhibit {index} attested by {shown(officer)} (key {shown(rec.key_id[:8])}) at record {rec.index}", highlight=False)
 
 
-@app.command()
+@app.command(context_settings={"ignore_unknown_options": True})
 def record(
-    index: int = typer.Argument(..., help="Ledger index of the exhibit record."),
+    index: int = typer.Argument(..., help="Ledger index of the exhibit record.", callback=_index),
     fmt: str = typer.Option("docx", "--format", help="docx, pdf or html."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write."),
-    place: str | None = typer.Option(None, "--place", help="Where the extraction took place (default: 'office' in the home's config.json)."),
+    place: str | None = typer.Option(None, "--place", help="Where the extraction took place (default: the case's `case set --place`, else 'office' in the home's config.json)."),
+    tz: str | None = typer.Option(None, "--tz", help="Time zone of the times shown (IANA name; default EVIDENCE_TZ, else Asia/Shanghai)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1, writing nothing, if a hard requirement is missing (two officers, 案由, 当事人, 证明对象)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Write the extraction record (电子数据提取笔录) of an exhibit, in Chinese and English."""
-    from evidence.extraction import FORMATS, build_record, write_record
+    from evidence.extraction import FORMATS, build_record, disclosures, missing, write_record
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     led = _open()
     try:
-        rec = build_record(led, index, place=place)
+        rec = build_record(led, index, place=place, tz=tz, tsa_roots=_tsa_roots([]))
     finally:
         led.close()
+    lacking = missing(rec)
+    if strict and lacking:
+        # One line per missing requirement and nothing else, so scripts can count them; no file is written.
+        for line in lacking:
+            err.print(f"[bold red]missing:[/] {shown(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     path = write_record(rec, fmt, output)
     info = {
         "path": str(path), "format": fmt, "exhibit_index": index, "case": rec.case,
         "artifacts": len(rec.artifacts), "attesting_officers": rec.officers,
         "unverified_attestations": [a.index for a in rec.attestations if not a.verified],
+        "tz": rec.tz.key, "missing": lacking, "disclosures": [d.code for d in disclosures(rec)],
     }
     if as_json:
         emit(info)
         return
-    out.print(f"Extraction record of exhibit {index} (case {rec.case}, {len(rec.artifacts)} artifacts) -> {path}")
+    out.print(f"Extraction record of exhibit {index} (case {shown(rec.case)}, {len(rec.artifacts)} artifacts) -> {shown(path)}", highlight=False)
     for a in rec.attestations:
         if not a.verified:
-            err.print(f"[yellow]warning:[/] attestation record {a.index} by {a.officer} is not verified: {a.problem}", highlight=False)
+            err.print(f"[yellow]warning:[/] attestation record {a.index} by {shown(a.officer)} is not verified: {shown(a.problem)}", highlight=False)
 
 
 # -- log / checkpoint / audit -------------------------------------------------
@@ -210,7 +330,7 @@ def _summary(payload: dict[str, Any]) -> str:
 @app.command()
 def log(
     case: str | None = typer.Option(None, "--case", help="Only records of this case."),
-    tail: int | None = typer.Option(None, "--tail", min=1, help="Only the last N records."),
+    tail: int | None = typer.Option(None, "--tail", help="Only the last N records.", callback=_count),
     as_json: bool = JsonOpt,
 ) -> None:
     """List ledger records, newest last."""
@@ -225,11 +345,12 @@ def log(
     if as_json:
         emit({"records": [{**r.to_json(), "leaf": r.leaf.hex()} for r in recs]})
         return
-    table = Table(title=f"{len(recs)} record(s)" + (f" of case {case}" if case else ""))
+    table = Table(title=text(f"{len(recs)} record(s)" + (f" of case {case}" if case else "")))
     for col in ("index", "time (system clock, UTC)", "kind", "case", "key", "summary", "leaf"):
         table.add_column(col, overflow="fold")
     for r in recs:
-        table.add_row(str(r.index), r.time, r.kind, r.case or "", r.key_id[:8], _summary(r.payload), r.leaf.hex()[:16])
+        row = (str(r.index), r.time, r.kind, r.case or "", r.key_id[:8], _summary(r.payload), r.leaf.hex()[:16])
+        table.add_row(*(text(c) for c in row))
     out.print(table)
 
 
@@ -253,10 +374,26 @@ def capture(
     time_source: str | None = typer.Option(None, "--time-source", help="HTTP(S) URL whose Date header the clock is checked against (config: time_source; default: the latest RFC 3161 anchor)."),
     max_clock_offset: float | None = typer.Option(None, "--max-clock-offset", help="Seconds of clock offset before the exhibit warns (config: max_clock_offset; default 2)."),
     ip_echo: str | None = typer.Option(None, "--ip-echo", help="Endpoint answering with our public IP, recorded in the exhibit (config: ip_echo)."),
+    deadline: float | None = typer.Option(None, "--deadline", help="Seconds one page's capture may take in all (default: load timeout + settle timeout + 60); what was obtained by then is sealed, with a warning."),
+    officer: list[str] = typer.Option([], "--officer", help="Registered officer who performs the extraction (repeat): their key, unlocked with their own passphrase, co-signs each exhibit at capture."),
+    proves: str | None = typer.Option(None, "--proves", help="What the exhibit is offered to prove (证明对象)."),
+    witness: str | None = typer.Option(None, "--witness", help="Name of the 见证人 (a non-official third party); needs --witness-id."),
+    witness_id: str | None = typer.Option(None, "--witness-id", help="The witness's ID as TYPE:NUMBER, e.g. 居民身份证:110101199001011234."),
+    witness_contact: str | None = typer.Option(None, "--witness-contact", help="How to reach the witness."),
+    no_witness_reason: str | None = typer.Option(None, "--no-witness-reason", help="Why there is no witness (then record the process: --record-process)."),
+    holder_note: str | None = typer.Option(None, "--holder-note", help="Why the party/holder did not sign (or what they said)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Capture a web page (traffic, screenshots, DOM, TLS, environment) as a signed exhibit."""
+    from evidence.officers import unlock_officers
+    from ledger.log import AtCapture, declared_facts
+
+    facts = declared_facts(proves=proves, witness=witness, witness_id=witness_id, witness_contact=witness_contact,
+                           no_witness_reason=no_witness_reason, holder_note=holder_note)
+    if officer and operator is None:
+        operator = officer[0]
     from capture import capture_many, capture_page
+    from capture.environment import check_proxy
 
     if (url is None) == (urls is None):
         raise UsageError("give either a URL or --urls FILE")
@@ -266,15 +403,26 @@ def capture(
         w, h = (int(x) for x in viewport.lower().split("x"))
     except ValueError:
         raise UsageError(f"--viewport must look like 1366x768, not {viewport!r}") from None
+    check_proxy(proxy)  # before the ledger opens and any browser starts
     opts = dict(
         load_timeout=load_timeout, settle_timeout=settle_timeout, max_scroll_steps=max_scroll,
         viewport_width=w, viewport_height=h, is_mobile=mobile, proxy=proxy,
         trust_roots=tuple(trust_root), mhtml=not no_mhtml,
         record_process=interactive if record_process is None else record_process,
+        capture_deadline=deadline,
     )
+    import signal
+
+    def terminated(_sig: int, _frame: Any) -> None:
+        # As Ctrl-C: the browser closes and the capture's temporary files go.
+        raise KeyboardInterrupt
+
     led = _open()
+    before = signal.signal(signal.SIGTERM, terminated)
     try:
         opts.update(_check_settings(led, time_source, max_clock_offset, ip_echo))
+        if officer or facts:  # officers' keys unlocked now, before any browser starts
+            led.declare_capture(AtCapture(unlock_officers(led, officer), facts))
         if urls is not None:
             try:
                 lines = [ln.strip() for ln in urls.read_text("utf-8").splitlines()]
@@ -290,7 +438,7 @@ def capture(
                 def progress(done: int, total: int, u: str, error: str | None) -> None:
                     bar.update(task, completed=done)
                     if error and not as_json:
-                        err.print(f"[yellow]failed:[/] {error}", highlight=False)
+                        err.print(f"[yellow]failed:[/] {shown(error)}", highlight=False)
 
                 batch = capture_many(todo, case=case, operator=operator, note=note, ledger=led, progress=progress, **opts)
             exhibits, failures = batch.exhibits, batch.failures
@@ -300,15 +448,16 @@ def capture(
             exhibits, failures = [capture_page(url, case=case, operator=operator, note=note, ledger=led, **opts)], []
     finally:
         led.close()
+        signal.signal(signal.SIGTERM, before)
     rows = [_exhibit_summary(ex) for ex in exhibits]
     if as_json:
         emit({"exhibits": rows, "failures": [{"url": u, "error": e} for u, e in failures]})
     else:
         for r in rows:
-            out.print(f"[green]exhibit[/] record {r['index']}  {r['url']} -> {r['final_url']} (HTTP {r['status']})")
-            out.print(f"  manifest sha256:{r['manifest_sha256']}  {r['artifacts']} artifacts", highlight=False)
+            out.print(f"[green]exhibit[/] record {r['index']}  {shown(r['url'])} -> {shown(r['final_url'])} (HTTP {shown(r['status'])})", highlight=False)
+            out.print(f"  manifest sha256:{shown(r['manifest_sha256'])}  {r['artifacts']} artifacts", highlight=False)
             for w_ in r["warnings"]:
-                err.print(f"  [yellow]warning:[/] {w_}", highlight=False)
+                err.print(f"  [yellow]warning:[/] {shown(w_)}", highlight=False)
     if failures:
         raise typer.Exit(3)
 
@@ -354,6 +503,7 @@ def _exhibit_summary(ex: Any) -> dict[str, Any]:
         "pages_visited": len(info.get("visits") or []),
         "process_video": next((a.sha256 for a in ex.artifacts if a.role == "process-video"), None),
         "clock_offset_ms": (info.get("environment_check") or {}).get("clock", {}).get("offset_ms"),
+        "officers": [o for o in info.get("officers") or [] if isinstance(o, dict)],
     }
 
 
@@ -400,11 +550,11 @@ def livestream(
         emit(s.to_json())
     else:
         records = f" as records {s.windows[0]}..{s.windows[-1]}" if s.windows else ""
-        out.print(f"[green]livestream[/] {s.url} ({s.mode}): {len(s.windows)} window(s) sealed{records}, end record {s.end_index}", highlight=False, soft_wrap=True)
+        out.print(f"[green]livestream[/] {shown(s.url)} ({shown(s.mode)}): {len(s.windows)} window(s) sealed{records}, end record {s.end_index}", highlight=False, soft_wrap=True)
         dups = f" (+{s.duplicates} duplicate(s) counted)" if s.duplicates else ""
-        out.print(f"  ended: {s.end_reason}; {s.segments} segment(s), {s.frames} frame(s){dups}, {s.bytes} bytes", highlight=False, soft_wrap=True)
+        out.print(f"  ended: {shown(s.end_reason)}; {s.segments} segment(s), {s.frames} frame(s){dups}, {s.bytes} bytes", highlight=False, soft_wrap=True)
         for e in s.errors[:10]:
-            err.print(f"  [yellow]warning:[/] {e}", highlight=False)
+            err.print(f"  [yellow]warning:[/] {shown(e)}", highlight=False)
     if not (s.segments or s.frames):
         why = s.errors[0] if s.errors else s.end_reason
         fail(f"nothing was recorded from {s.url}: {why} (end record {s.end_index})", 3)
@@ -421,14 +571,14 @@ def export(
 
     led = _open()
     try:
-        s = export_case(led, case, output, progress=None if as_json else (lambda m: err.print(f"  {m}", highlight=False)))
+        s = export_case(led, case, output, progress=None if as_json else (lambda m: err.print(f"  {shown(m)}", highlight=False)))
     finally:
         led.close()
     info = {"path": str(s.path), "case": s.case, "exhibits": s.exhibits, "records": s.records, "files": s.files, "bytes": s.bytes, "checkpoint_size": s.checkpoint_size}
     if as_json:
         emit(info)
     else:
-        out.print(f"Case {case}: {s.exhibits} exhibit(s), {s.records} record(s), {s.files} files -> {s.path}")
+        out.print(f"Case {shown(case)}: {s.exhibits} exhibit(s), {s.records} record(s), {s.files} files -> {shown(s.path)}", highlight=False)
 
 
 @app.command()
@@ -439,16 +589,22 @@ def verify(
     witness: list[str] = typer.Option([], "--witness", help="Witness cosignature vkey to trust."),
     min_witnesses: int = typer.Option(0, "--min-witnesses", help="Require this many trusted witness cosignatures."),
     require_trust: bool = typer.Option(False, "--require-trust", help="Fail unless keys are pinned with --trust."),
+    allow_incomplete: bool = typer.Option(
+        False, "--allow-incomplete",
+        help="Report what is proven in a bundle that is incomplete (no export record, files missing or unbound): "
+             "never VALID; exit 0 only if everything present checks out."),
     report: Path | None = typer.Option(None, "--report", help="Write a bilingual HTML report here."),
+    deposit_config: list[Path] = typer.Option([], "--deposit-config", help="JSON config of an HTTP JSON deposit service, to check its receipts offline."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Verify a case file offline: digests, signatures, proofs, checkpoints, anchors."""
+    """Verify a case file offline: digests, signatures, proofs, checkpoints, anchors, completeness."""
     from verify.case import verify_case
     from verify.report import write_report
 
     res = verify_case(
         case_file, trust=_read_trust(trust) if trust else (), tsa_roots=_tsa_roots(tsa_root),
-        witnesses=witness, min_witnesses=min_witnesses,
+        witnesses=witness, min_witnesses=min_witnesses, allow_incomplete=allow_incomplete,
+        deposits=_deposit_adapters(deposit_config),
     )
     if report is not None:
         write_report(res, case_file, report)
@@ -457,33 +613,43 @@ def verify(
     else:
         failed = [c for c in res.checks if not c.ok]
         if failed:
-            table = Table(title=f"Case {res.case}: {len(failed)} of {len(res.checks)} checks FAILED")
+            table = Table(title=text(f"Case {res.case}: {len(failed)} of {len(res.checks)} checks FAILED"))
             for col in ("check", "where", "why"):
                 table.add_column(col, overflow="fold")
             for c in failed[:60]:
-                table.add_row(c.name, c.where or "", c.detail)
+                table.add_row(text(c.name), text(c.where or ""), text(c.detail))
         else:
             # One line per kind of check: the report and --json list every single one.
-            table = Table(title=f"Case {res.case}: all {len(res.checks)} checks passed")
+            table = Table(title=text(f"Case {res.case}: all {len(res.checks)} checks passed"))
             for col in ("check", "passed", "for example"):
                 table.add_column(col, overflow="fold")
             kinds: dict[str, list[Any]] = {}
             for c in res.checks:
                 kinds.setdefault(c.name, []).append(c)
             for name, cs in kinds.items():
-                table.add_row(name, f"[green]{len(cs)}[/]", f"{cs[0].where or ''}: {cs[0].detail}"[:160])
+                table.add_row(text(name), text(str(len(cs)), "green"), text(f"{cs[0].where or ''}: {cs[0].detail}"[:160]))
         out.print(table)
         for w_ in res.warnings:
-            err.print(f"[yellow]warning:[/] {w_}", highlight=False)
+            err.print(f"[yellow]warning:[/] {shown(w_)}", highlight=False)
         for ex in res.exhibits:
-            out.print(f"exhibit {ex['index']}: {ex['url']} captured {ex.get('started')} by {ex.get('operator')}", highlight=False)
+            state = "" if res.complete else (" [proven]" if ex.get("proven") else " [NOT proven]")
+            out.print(f"exhibit {shown(ex['index'])}{state}: {shown(ex['url'])} captured {shown(ex.get('started'))} by {shown(ex.get('operator'))}", highlight=False)
+        for ex in res.unproven_exhibits:
+            out.print(f"exhibit {shown(ex['index'])} [NOT proven]: {shown(ex['why'])}", highlight=False)
+        if res.allow_incomplete:
+            for g in res.gaps[:60]:
+                err.print(f"[yellow]not proven:[/] {shown(g.where or g.name)}: {shown(g.detail)}", highlight=False)
         if report is not None:
-            out.print(f"Report: {report}")
-    first = res.first_failure
-    if first is not None:
-        fail(f"case file is INVALID: {first.where}: {first.detail}", 1)
+            out.print(f"Report: {shown(report)}", highlight=False)
+    if res.first_failure is not None:
+        fail(f"case file is {res.verdict()}", 1)
     if require_trust and not res.trusted:
         fail("no keys pinned (--trust): the bundle's keys are self-declared", 1)
+    if not res.complete:
+        # Only with --allow-incomplete: every present part checked out, so exit 0, but never "valid".
+        if not as_json:
+            err.print(text(res.verdict(), "yellow"), highlight=False, soft_wrap=True)
+        return
     if not as_json:
         if res.trusted:
             out.print("[green]Case file is valid (keys pinned).[/]")
@@ -502,7 +668,9 @@ def checkpoint(as_json: bool = JsonOpt) -> None:
         emit(info)
     else:
         out.print(f"Checkpoint of size {cp.size}, root {cp.root.hex()}")
-        out.print(cp.note, highlight=False, markup=False)
+        # The note's lines are its format; what is inside them (the origin) is data.
+        for line in cp.note.rstrip("\n").split("\n"):
+            out.print(text(line), highlight=False)
 
 
 def _progress(label: str) -> Progress:
@@ -514,7 +682,7 @@ def _progress(label: str) -> Progress:
 
 @app.command()
 def audit(
-    trust: list[str] = typer.Option([], "--trust", help="Verifier key (vkey string or file) to trust instead of the home's."),
+    trust: list[str] = typer.Option([], "--trust", help="Verifier key to trust instead of the home's: vkey, file, or directory (DIR/*.vkey current, DIR/retired/ retired keys with lifetimes)."),
     tsa_root: list[Path] = typer.Option([], "--tsa-root", help="TSA root certificate (PEM) for re-checking timestamps (also EVIDENCE_TSA_ROOTS)."),
     witness: list[str] = typer.Option([], "--witness", help="Witness cosignature vkey to re-check cosignatures with."),
     as_json: bool = JsonOpt,
@@ -526,7 +694,7 @@ def audit(
     from verify.result import Check, Problem
 
     led = _open()
-    vkeys = _read_trust(trust) if trust else led.config.trusted_vkeys
+    vkeys = _read_trust(trust) if trust else led.trust()
     roots = _tsa_roots(tsa_root)
     witnesses = [CosignatureVerifier.parse(w) for w in witness]
     quiet = as_json or not err.is_terminal
@@ -556,10 +724,10 @@ def audit(
         table.add_column("result")
         table.add_column("detail", overflow="fold")
         for c in res.checks:
-            table.add_row(c.name, "[green]ok[/]" if c.ok else "[red]FAILED[/]", c.detail)
+            table.add_row(text(c.name), "[green]ok[/]" if c.ok else "[red]FAILED[/]", text(c.detail))
         out.print(table)
         for p in res.problems[:20]:
-            out.print(f"  [red]✗[/] {p}", highlight=False)
+            out.print(f"  [red]✗[/] {shown(p)}", highlight=False)
         if len(res.problems) > 20:
             out.print(f"  ... {len(res.problems) - 20} more problem(s)")
     if not res.ok:
@@ -587,11 +755,11 @@ def anchor(
     strict: bool = typer.Option(False, "--strict", help="Fail if any service fails (default: if all fail)."),
     every: str | None = typer.Option(None, "--every", help="Keep running: anchor every INTERVAL (e.g. 10m) when the tree grew."),
     only_if_grown: bool = typer.Option(False, "--only-if-grown", help="Do nothing when no record was added since the last anchor (for cron)."),
+    exhibits: bool = typer.Option(False, "--exhibits", help="Also deposit each exhibit's manifest SHA-256 with every --deposit-config service that does not hold it yet."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Anchor the latest checkpoint: RFC 3161 timestamps, witness cosignatures, deposits."""
+    """Anchor the latest checkpoint: RFC 3161 timestamps, witness cosignatures, deposits (and exhibits)."""
     from ledger.anchors import (
-        HttpJsonDeposit,
         Witness,
         anchor_checkpoint,
         needs_anchor,
@@ -601,38 +769,35 @@ def anchor(
 
     if tsa_hash not in ("sha256", "sha512"):
         raise UsageError("--tsa-hash must be sha256 or sha512")
+    if exhibits and not deposit_config:
+        raise UsageError("--exhibits deposits exhibits with the deposit services: give --deposit-config FILE")
     led = _open()
     roots = _tsa_roots(tsa_root)
     witnesses = [Witness.parse(w) for w in witness]
-    deposits = []
-    for cfg in deposit_config:
-        try:
-            deposits.append(HttpJsonDeposit.from_config(json.loads(cfg.read_text("utf-8"))))
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read deposit config {cfg}: {e}") from None
+    deposits = _deposit_adapters(deposit_config)
 
     def once() -> list[Any]:
         results = anchor_checkpoint(
             led, tsa_urls=tsa, roots=roots, hash_alg=tsa_hash, witnesses=witnesses,
-            deposits=deposits, timeout=timeout, deadline=deadline, strict=strict,
+            deposits=deposits, timeout=timeout, deadline=deadline, strict=strict, exhibits=exhibits,
         )
         for r in results:
             if as_json:
                 continue
             if r.ok:
                 t = (r.payload or {}).get("time", "")
-                out.print(f"[green]anchored[/] {r.type} {r.service} -> record {r.record_index} (checkpoint size {(r.payload or {}).get('checkpoint_size')}) {t}")
+                out.print(f"[green]anchored[/] {shown(r.type)} {shown(r.service)} -> record {r.record_index} (checkpoint size {shown((r.payload or {}).get('checkpoint_size'))}) {shown(t)}", highlight=False)
             else:
-                err.print(f"[yellow]warning:[/] {r.type} {r.service} failed: {r.error}", highlight=False)
+                err.print(f"[yellow]warning:[/] {shown(r.type)} {shown(r.service)} failed: {shown(r.error)}", highlight=False)
         return results
 
     if every:
         interval = parse_interval(every)
-        out.print(f"Anchoring every {every} while the tree grows; Ctrl-C stops.")
+        out.print(f"Anchoring every {shown(every)} while the tree grows; Ctrl-C stops.", highlight=False)
         run_every(
             interval,
             lambda: needs_anchor(led) and once(),
-            on_error=lambda e: err.print(f"[yellow]warning:[/] {e}", highlight=False),
+            on_error=lambda e: err.print(f"[yellow]warning:[/] {shown(e)}", highlight=False),
         )
         led.close()
         return
@@ -649,45 +814,70 @@ def anchor(
         emit({"anchored": any(r.ok for r in results), "results": [r.to_json() for r in results]})
 
 
-def _read_trust(items: list[str]) -> list[str]:
+def _deposit_adapters(configs: list[Path]) -> list[Any]:
+    """An HTTP JSON deposit adapter per --deposit-config file."""
+    from ledger.anchors import HttpJsonDeposit
+
+    deposits = []
+    for cfg in configs:
+        try:
+            deposits.append(HttpJsonDeposit.from_config(json.loads(cfg.read_text("utf-8"))))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read deposit config {cfg}: {e}") from None
+    return deposits
+
+
+def _read_trust(items: list[str]) -> Any:
     """Each --trust is a vkey string, a file of vkeys (one a line), or a
-    directory of ``*.vkey`` files (such as an evidence home's keys/)."""
-    vkeys: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            files = sorted(p.glob("*.vkey"))
-        elif p.exists() or "+" not in item:
-            files = [p]
-        else:
-            vkeys.append(item)
-            continue
-        for f in files:
-            try:
-                vkeys.extend(line.strip() for line in f.read_text("utf-8").splitlines() if line.strip())
-            except (OSError, UnicodeDecodeError) as e:
-                raise UsageError(f"cannot read trust file {f}: {getattr(e, 'strerror', None) or e}") from None
-    if not vkeys:
-        raise UsageError("no verifier keys found in --trust")
-    return vkeys
+    trust directory such as an evidence home's keys/: ``*.vkey`` current keys,
+    ``retired/<id>.vkey`` + ``retired/<id>.json`` retired keys with their
+    lifetimes (format: ``ledger.trust``)."""
+    from ledger.trust import Trust
+
+    return Trust.load(items)
 
 
 # Team deployment commands (migrate, join, enqueue, worker, jobs, key register).
 from . import cli_ops as _cli_ops  # noqa: E402
 
 _cli_ops.register(sys.modules[__name__])
+# Case facts (`evidence case set`).
+from . import cli_case as _cli_case  # noqa: E402
+
+_cli_case.register(sys.modules[__name__])
+
+
+def _parser_error() -> type[Exception]:
+    # typer vendors click since 0.25 and used the click package before: its base error either way.
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def main() -> None:
     """Entry point: run the app, turning every error into one line and an exit code."""
     debug = "--debug" in sys.argv[1:]
+    parser_error = _parser_error()
     try:
-        # Standalone mode: the parser reports usage errors itself (exit 2).
-        app()
+        # Not standalone: the parser's own errors (bad number, unknown option)
+        # come back here, to be one line like every other error.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except parser_error as e:
+        if type(e).__name__ == "NoArgsIsHelpError":
+            # The message is the help (rich has printed it already and left it empty).
+            if e.format_message().strip():
+                err.print(text(e.format_message()), highlight=False)
+            sys.exit(2)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        err.print(f"[bold red]error:[/] {shown(e.format_message())}{shown(hint)}", highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(1)
     except EvidenceError as e:
         if debug:
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {shown(e)}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -695,7 +885,7 @@ def main() -> None:
     except Exception as e:  # noqa: BLE001 - the last line of defence for users
         if debug:
             raise
-        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for details)", highlight=False)
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {shown(e)} (run with --debug for details)", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

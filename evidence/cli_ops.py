@@ -17,6 +17,7 @@ from typing import Any
 
 import typer
 
+from .display import shown, text
 from .errors import UsageError
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
@@ -69,11 +70,11 @@ def migrate(
     if as_json:
         emit(info)
     elif status_only:
-        _cli.out.print(f"schema revision {info['current']}, head {info['head']}" + ("" if after.up_to_date else ": run `evidence migrate`"))
+        _cli.out.print(f"schema revision {shown(info['current'])}, head {shown(info['head'])}" + ("" if after.up_to_date else ": run `evidence migrate`"), highlight=False)
     elif info["before"] == info["current"]:
-        _cli.out.print(f"Ledger schema is at revision {info['current']} (head {info['head']}): nothing to do")
+        _cli.out.print(f"Ledger schema is at revision {shown(info['current'])} (head {shown(info['head'])}): nothing to do", highlight=False)
     else:
-        _cli.out.print(f"Ledger schema migrated from {info['before']} to {info['current']} (head {info['head']})")
+        _cli.out.print(f"Ledger schema migrated from {shown(info['before'])} to {shown(info['current'])} (head {shown(info['head'])})", highlight=False)
     if status_only and not after.up_to_date:
         raise typer.Exit(1)
 
@@ -101,8 +102,8 @@ def join(
     if as_json:
         emit(info)
         return
-    _cli.out.print(f"Home {info['home']} joined log {info['origin']} with key {info['key_id']}")
-    _cli.out.print(f"On the log's home run: evidence key register {info['request']}", highlight=False)
+    _cli.out.print(f"Home {shown(info['home'])} joined log {shown(info['origin'])} with key {shown(info['key_id'])}", highlight=False)
+    _cli.out.print(f"On the log's home run: evidence key register {shown(info['request'])}", highlight=False)
 
 
 def _one_vkey(item: str) -> str:
@@ -136,7 +137,7 @@ def key_register(
     if as_json:
         emit(info)
     else:
-        _cli.out.print(f"Key {info['key_id']} registered for {info['name']} ({info['role']}) at record {rec.index}")
+        _cli.out.print(f"Key {shown(info['key_id'])} registered for {shown(info['name'])} ({shown(info['role'])}) at record {rec.index}", highlight=False)
 
 
 def enqueue(
@@ -202,14 +203,14 @@ def worker(
         stats = run_worker(
             led, worker_id=name, once=once, max_jobs=max_jobs, poll=poll, lease=lease, stop=stop,
             defaults=_cli._check_settings(led, None, None, None),
-            log=None if as_json else (lambda m: _cli.err.print(m, highlight=False, markup=False)),
+            log=None if as_json else (lambda m: _cli.err.print(text(m), highlight=False)),
         )
     finally:
         led.close()
     if as_json:
         emit(stats.to_json())
     else:
-        _cli.out.print(f"Worker {stats.worker}: {len(stats.done)} sealed, {len(stats.failed)} failed, {len(stats.lost)} lost")
+        _cli.out.print(f"Worker {shown(stats.worker)}: {len(stats.done)} sealed, {len(stats.failed)} failed, {len(stats.lost)} lost", highlight=False)
 
 
 def jobs(
@@ -231,12 +232,13 @@ def jobs(
     if as_json:
         emit({"counts": counts, "jobs": [j.to_json() for j in items]})
         return
-    table = Table(title=", ".join(f"{n} {s}" for s, n in counts.items()))
+    table = Table(title=text(", ".join(f"{n} {s}" for s, n in counts.items())))
     for col in ("job", "state", "case", "url", "tries", "worker", "record", "error"):
         table.add_column(col, overflow="fold")
     for j in items:
-        table.add_row(
+        row = (
             str(j.id), j.state, j.case, j.url, f"{j.attempts}/{j.max_attempts}", j.claimed_by or "",
             "" if j.record_idx is None else str(j.record_idx), (j.error or "")[:120],
         )
+        table.add_row(*(text(c) for c in row))
     _cli.out.print(table)

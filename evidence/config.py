@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 CONFIG_NAME = "config.json"
+CHECKPOINT_NAME = "latest-checkpoint.note"
 
 
 def default_home() -> Path:
@@ -81,9 +82,17 @@ class Home:
         )
         if cfg.db_url:
             data["db_url"] = cfg.db_url
-        tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", "utf-8")
-        os.replace(tmp, self.config_path)
+        write_atomic(self.config_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """The latest checkpoint this home signed, kept outside the database (rollback guard)."""
+        return self.root / CHECKPOINT_NAME
+
+    @property
+    def retired_keys_dir(self) -> Path:
+        """Private keys of rotated-away log keys (still encrypted), out of keys/."""
+        return self.root / "keys-retired"
 
 
 @dataclass
@@ -97,6 +106,34 @@ class HomeConfig:
     trusted_vkeys: list[str] = field(default_factory=list)
     db_url: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old file or the new one.
+
+    Temp file beside it, fsync, rename over, fsync the directory (the rename
+    itself must reach the disk before anyone relies on the new content).
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def passphrase_from_env() -> bytes | None:

@@ -9,20 +9,25 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import os
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evidence import __version__
 from evidence.artifacts import artifact_store_for
 from evidence.canonical import canonical_json, loads
-from evidence.config import Home, HomeConfig, default_home, passphrase_from_env
+from evidence.config import Home, HomeConfig, default_home, fsync_dir, passphrase_from_env, write_atomic
 from evidence.errors import (
     ConfigError,
+    EnvironmentProblem,
     EvidenceError,
+    IntegrityError,
     KeyFileError,
     ProofError,
     RollbackError,
@@ -43,14 +48,45 @@ from evidence.record import Draft, Record, parse_record
 
 from . import merkle
 from .checkpoint import Checkpoint
-from .note import Verifier, sign_note, verify_note, vkey_for
-from .store import Store, StoredCheckpoint, safe_url
+from .note import Verifier, parse_note, sign_note, verify_note, vkey_for
+from .store import SignedDraft, Store, StoredCheckpoint, safe_url
+from .trust import Trust, load_retired, write_retirement
 
 ROTATION_DOMAIN = b"evidence-chain/key-rotation/v1\n"
 KEY_ADD_DOMAIN = b"evidence-chain/key-add/v1\n"
 ROLES = ("officer", "writer")
+# The statement a key-add record's proof of possession signs: these fields,
+# plus whichever of the optional registration facts it carries.
+KEY_ADD_FIELDS = ("origin", "key_id", "public_key", "name", "role")
+KEY_ADD_FACTS = ("badge", "unit")  # 执法证号 and unit of an officer
 #: Written by `evidence join` in the new home: what the log's home must register.
 KEY_REQUEST = "key-request.json"
+DEFAULT_STATEMENT = "I attest that I witnessed this capture and that the exhibit is complete."
+AT_CAPTURE_STATEMENT = "I performed this extraction and attest that the exhibit is complete."
+
+
+@dataclass(frozen=True)
+class Cosigner:
+    """A registered officer whose key, unlocked with their own passphrase, co-signs at capture."""
+
+    name: str
+    key: SigningKey
+
+
+@dataclass(frozen=True)
+class AtCapture:
+    """Who performs an extraction and what they declare, for every exhibit sealed while it is open.
+
+    Each officer's attestation is appended in the same transaction as the
+    exhibit, right after it, signed by that officer's key. ``info`` holds
+    the declared facts (proves, witness, no_witness_reason, holder_note),
+    which go into the exhibit's info; witness and holder_note also go into
+    each attestation.
+    """
+
+    officers: tuple[Cosigner, ...] = ()
+    info: dict[str, Any] | None = None
+    statement: str = AT_CAPTURE_STATEMENT
 
 
 class Ledger:
@@ -62,6 +98,7 @@ class Ledger:
         self._passphrase = passphrase
         self._key: SigningKey | None = None
         self._registered: set[str] = set()  # key ids seen in the ledger's keys table
+        self._at_capture: AtCapture | None = None
 
     # -- opening -----------------------------------------------------------
 
@@ -75,8 +112,15 @@ class Ledger:
         origin: str | None = None,
         db_url: str | None = None,
         artifacts: str | None = None,
+        continues: str | None = None,
     ) -> Ledger:
-        """Create an evidence home: signing key, database, artifact store."""
+        """Create an evidence home: signing key, database, artifact store.
+
+        ``continues`` is the signed checkpoint note of an older log that this
+        one carries on (after that log's database was lost or rolled back):
+        it goes verbatim into the log-init record, so the new log states, under
+        its first signature, which history it follows.
+        """
         h = Home(Path(home) if home else default_home())
         if h.config_path.exists():
             raise ConfigError(f"{h.root} is already an evidence home")
@@ -89,29 +133,51 @@ class Ledger:
         key = SigningKey.generate()
         origin = origin or f"{socket.gethostname()}/evidence-chain/{key.key_id[:8]}"
         _check_origin(origin)
-        h.root.mkdir(parents=True, exist_ok=True)
-        save_key(key, h.keys_dir / f"{key.key_id}.key", passphrase)
-        vkey = vkey_for(origin, key.public)
-        (h.keys_dir / f"{key.key_id}.vkey").write_text(vkey + "\n", "utf-8")
+        init_payload: dict[str, Any] = {"public_key": _b64(key.public_raw), "vkey": vkey_for(origin, key.public),
+                                        "tool": f"evidence-chain {__version__}"}
+        if continues is not None:
+            init_payload["continues"] = _continuation(continues, origin)
         url = h.db_url(db_url)
-        store = Store(url, create=True)
-        if store.size() != 0:
-            raise ConfigError(f"database {url} already holds a ledger")
-        cfg = HomeConfig(
-            origin=origin, key_id=key.key_id, trusted_vkeys=[vkey], db_url=db_url,
-            extra={"artifacts": artifacts} if artifacts else {},
-        )
-        led = cls(h, cfg, store, passphrase)
-        led._key = key
-        led.store.append_many(
-            [Draft("log-init", {"public_key": _b64(key.public_raw), "vkey": vkey, "tool": f"evidence-chain {__version__}"})],
-            key=key,
-            origin=origin,
-            on_locked=lambda conn, _recs: store.add_key(key.key_id, key.public_raw, origin, 0, conn),
-        )
-        # config.json last: a home without it is not an evidence home, so a
-        # crash above leaves nothing that looks usable.
-        h.save_config(cfg)
+        created: list[Path] = []  # removed again if anything below fails: no half-made home
+        try:
+            _mkdirs(h.keys_dir, created)
+            save_key(key, h.keys_dir / f"{key.key_id}.key", passphrase)
+            created.append(h.keys_dir / f"{key.key_id}.key")
+            vkey = init_payload["vkey"]
+            created.append(h.keys_dir / f"{key.key_id}.vkey")
+            write_atomic(created[-1], (vkey + "\n").encode("utf-8"))
+            db_file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+            if db_file is not None and not db_file.exists():
+                created += [db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm"), Path(f"{db_file}-journal")]
+            store = Store(url, create=True)
+            try:
+                if store.size() != 0:
+                    raise ConfigError(f"database {safe_url(url)} already holds a ledger")
+                cfg = HomeConfig(
+                    origin=origin, key_id=key.key_id, trusted_vkeys=[vkey], db_url=db_url,
+                    extra={"artifacts": artifacts} if artifacts else {},
+                )
+                led = cls(h, cfg, store, passphrase)
+                led._key = key
+                led.store.append_many(
+                    [Draft("log-init", init_payload)],
+                    key=key,
+                    origin=origin,
+                    on_locked=lambda conn, _recs: store.add_key(key.key_id, key.public_raw, origin, 0, conn),
+                )
+                # config.json last: a home without it is not an evidence home, so a
+                # crash above leaves nothing that looks usable.
+                h.save_config(cfg)
+            except BaseException:
+                store.dispose()
+                raise
+        except OSError as e:
+            _remove_created(created)
+            where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+            raise EnvironmentProblem(f"cannot create the evidence home {h.root}: {e.strerror or e}{where}") from None
+        except BaseException:
+            _remove_created(created)
+            raise
         return led
 
     @classmethod
@@ -121,7 +187,59 @@ class Ledger:
         h = Home(Path(home) if home else default_home())
         cfg = h.load_config()
         store = Store(h.db_url(db_url))
-        return cls(h, cfg, store, passphrase if passphrase is not None else passphrase_from_env())
+        led = cls(h, cfg, store, passphrase if passphrase is not None else passphrase_from_env())
+        try:
+            led.check_latest_checkpoint()
+        except BaseException:
+            store.dispose()
+            raise
+        return led
+
+    def latest_signed(self) -> Checkpoint | None:
+        """The checkpoint in the home's latest-checkpoint.note, verified; None if there is none."""
+        path = self.home.checkpoint_path
+        try:
+            note = path.read_text("utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+        try:
+            body = Checkpoint.parse(verify_note(note, self.trust().verifiers).text)
+        except EvidenceError as e:
+            raise IntegrityError(f"{path} is not a checkpoint signed by this home's log key: {e}") from None
+        if body.origin != self.origin:
+            raise IntegrityError(f"{path} is a checkpoint of log {body.origin!r}, this home is {self.origin!r}")
+        return body
+
+    def check_latest_checkpoint(self) -> None:
+        """Refuse a database whose tree does not extend the last checkpoint this home signed.
+
+        The database's own checkpoints table cannot show that it was restored
+        from an older copy (the copy's table is just as old); the file kept in
+        the home, outside the database, can. A home and database copied and
+        rolled back together defeat it: only a witness cosignature covers that.
+        """
+        last = self.latest_signed()
+        if last is None:
+            return
+        size = self.store.size()
+        path = self.home.checkpoint_path
+        fix = (f"restore a copy of the database whose first {last.size} records are the ones signed, or start "
+               f"a new log that links to this one: `evidence --home NEW_HOME init --continues {path}`")
+        if size < last.size:
+            raise RollbackError(
+                f"the ledger database {safe_url(self.store.url)} has {size} records, but this home signed a "
+                f"checkpoint of size {last.size} ({path}): the database was rolled back or restored from an "
+                f"older copy; {fix}"
+            )
+        _, root = self.store.root(last.size)
+        if root != last.root:
+            raise RollbackError(
+                f"the ledger database {safe_url(self.store.url)} (size {size}) has root {root.hex()[:16]}... at "
+                f"size {last.size}, but this home signed root {last.root.hex()[:16]}... for size {last.size} "
+                f"({path}): the database holds another history; {fix}"
+            )
 
     @classmethod
     def join(
@@ -211,6 +329,13 @@ class Ledger:
 
     def verifiers(self) -> list[Verifier]:
         return [Verifier.parse(v) for v in self.config.trusted_vkeys]
+
+    def trust(self) -> Trust:
+        """The log keys this home pins, each retired one with its lifetime (keys/retired/)."""
+        try:
+            return Trust.of([*self.verifiers(), *load_retired(self.home.keys_dir)])
+        except EvidenceError as e:
+            raise ConfigError(f"the keys of {self.home.root} are unusable: {e}") from None
 
     def trusted_keys(self) -> dict[str, bytes]:
         """key_id -> raw public key of every key pinned in this home's config."""
@@ -302,12 +427,49 @@ class Ledger:
         *,
         on_locked: Callable[[Any, list[Record]], None] | None = None,
     ) -> list[Exhibit]:
+        # A key that cannot sign (wrong passphrase, not registered) must fail
+        # before any artifact is stored, not leave unreferenced blobs behind.
+        self.check_registered(self.key)
+        at = self._at_capture
+        if at is not None:
+            for o in at.officers:
+                self.check_registered(o.key)
+            declared = dict(at.info or {})
+            if at.officers:
+                declared["officers"] = [{"name": o.name, "key_id": o.key.key_id} for o in at.officers]
+            items = [(c, files, {**info, **declared}) for c, files, info in items]
         staged = [self._store_exhibit(c, files, info) for c, files, info in items]
-        recs = self.append_many([s[0] for s in staged], on_locked=on_locked)
+        drafts: list[Draft] = []
+        positions: list[int] = []  # where each exhibit's draft is in the batch
+        for s in staged:
+            positions.append(len(drafts))
+            drafts.append(s[0])
+            for o in at.officers if at is not None else ():
+                drafts.append(_at_capture_draft(at, o, positions[-1], s[0].case))
+        recs = self.append_many(drafts, on_locked=on_locked)
         return [
-            Exhibit(r.index, r, manifest, msha, arts)
-            for r, (_, manifest, msha, arts) in zip(recs, staged)
+            Exhibit(recs[i].index, recs[i], manifest, msha, arts)
+            for i, (_, manifest, msha, arts) in zip(positions, staged)
         ]
+
+    def declare_capture(self, declaration: AtCapture | None) -> None:
+        """Apply ``declaration`` to every exhibit this ledger object seals from now on (None: stop)."""
+        self._at_capture = declaration
+
+    @contextlib.contextmanager
+    def at_capture(self, declaration: AtCapture) -> Iterator[AtCapture]:
+        """While open, every exhibit sealed is co-signed by ``declaration.officers`` and carries its facts.
+
+        Build the declaration (``officer_key`` for each officer) before the
+        browser starts: a wrong passphrase or an unknown officer then costs no capture.
+        """
+        if self._at_capture is not None:
+            raise UsageError("an at-capture declaration is already open on this ledger")
+        self._at_capture = declaration
+        try:
+            yield declaration
+        finally:
+            self._at_capture = None
 
     # -- checkpoints -------------------------------------------------------
 
@@ -338,14 +500,47 @@ class Ledger:
                     ) from None
             return sign_note(Checkpoint(self.origin, size, root).to_text(), self.origin, key.private)
 
-        return self.store.add_checkpoint(make)
+        cp = self.store.add_checkpoint(make)
+        self._keep_latest(cp)
+        return cp
+
+    def _keep_latest(self, cp: StoredCheckpoint) -> None:
+        # After the commit: a crash before this leaves the file behind the
+        # database, which still extends it; the reverse would refuse a good one.
+        path = self.home.checkpoint_path
+        try:
+            # Two processes of one home may checkpoint at once; the file must
+            # only ever grow, so compare and replace under a lock.
+            with open(self.home.root / ".latest-checkpoint.lock", "a") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                have = self.latest_signed()
+                if have is not None and have.size >= cp.size:
+                    return
+                write_atomic(path, cp.note.encode("utf-8"))
+        except OSError as e:
+            raise EnvironmentProblem(
+                f"checkpoint of size {cp.size} was signed and stored, but {path} could not be written "
+                f"({e.strerror or e}): without it a rollback of the database goes unnoticed"
+            ) from None
 
     # -- keys --------------------------------------------------------------
 
-    def rotate_key(self, passphrase: bytes | None = None) -> Record:
+    def rotate_key(self, passphrase: bytes | None = None, *, delete_old: bool = False) -> Record:
         """New signing key; the rotation record is signed by the old key and
-        carries the new key's signature over the same statement."""
+        carries the new key's signature over the same statement.
+
+        The old key's lifetime ends with that record (see ``ledger.trust``):
+        its vkey moves to ``keys/retired/`` with a lifetime file, so
+        ``--trust HOME/keys`` knows it, and its private key leaves ``keys/``
+        for ``keys-retired/`` (still encrypted as it was), or is deleted with
+        ``delete_old``.
+        """
         old = self.key
+        old_vkey = vkey_for(self.origin, old.public)
+        if old_vkey not in self.config.trusted_vkeys:
+            raise ConfigError(
+                f"this home signs with writer key {old.key_id[:8]}; only the log's home rotates the log key"
+            )
         new = SigningKey.generate()
         statement = {
             "origin": self.origin,
@@ -356,38 +551,77 @@ class Ledger:
         new_sig = new.sign(ROTATION_DOMAIN + canonical_json(statement))
         payload = dict(statement, new_key_sig=_b64(new_sig))
         pp = passphrase if passphrase is not None else self._passphrase
-        save_key(new, self.home.keys_dir / f"{new.key_id}.key", pp)
-        vkey = vkey_for(self.origin, new.public)
-        (self.home.keys_dir / f"{new.key_id}.vkey").write_text(vkey + "\n", "utf-8")
+        keys_dir = self.home.keys_dir
+        new_path = keys_dir / f"{new.key_id}.key"
+        save_key(new, new_path, pp)
 
         def register(conn: Any, _recs: list[Record]) -> None:
             self.store.add_key(new.key_id, new.public_raw, self.origin, None, conn)
 
-        rec = self.store.append_many([Draft("key-rotation", payload)], key=old, origin=self.origin, on_locked=register)[0]
+        try:
+            rec = self.store.append_many([Draft("key-rotation", payload)], key=old, origin=self.origin, on_locked=register)[0]
+        except BaseException:
+            # The new private key may go only if the rotation certainly did not
+            # land (its key row commits with the record); else it is the log's key.
+            try:
+                landed = new.key_id in self.store.keys()
+            except EvidenceError:
+                landed = True
+            if not landed:
+                new_path.unlink(missing_ok=True)
+            raise
+        vkey = vkey_for(self.origin, new.public)
+        write_atomic(keys_dir / f"{new.key_id}.vkey", (vkey + "\n").encode("utf-8"))
+        write_retirement(keys_dir, Verifier.parse(old_vkey), rec.index, new.key_id, rec.time)
         self.config.key_id = new.key_id
         self.config.trusted_vkeys.append(vkey)
         self.home.save_config(self.config)
         self._key = new
+        old_path = keys_dir / f"{old.key_id}.key"
+        if delete_old:
+            old_path.unlink(missing_ok=True)
+        else:
+            archive = self.home.retired_keys_dir
+            archive.mkdir(mode=0o700, exist_ok=True)
+            os.replace(old_path, archive / old_path.name)
+            fsync_dir(archive)
+        fsync_dir(keys_dir)
         return rec
 
-    def add_key(self, name: str, role: str = "officer", passphrase: bytes | None = None) -> Record:
+    def add_key(
+        self,
+        name: str,
+        role: str = "officer",
+        passphrase: bytes | None = None,
+        *,
+        badge: str | None = None,
+        unit: str | None = None,
+    ) -> Record:
         """Register another signer (a second officer, a capture worker).
 
         The ``key-add`` record is signed by the log's current key and carries
         the new key's own signature over the statement (proof of possession).
+        An officer's badge number (执法证号) and unit are part of that
+        statement, so neither signature survives a changed badge.
         Officers may sign only attestations; writers may append anything.
         """
         if role not in ROLES:
             raise UsageError(f"role must be one of {', '.join(ROLES)}")
         _check_name(name)
+        facts = {k: v for k, v in (("badge", badge), ("unit", unit)) if v is not None}
+        for k, v in facts.items():
+            _check_fact(k, v, UsageError)
         signers = self._signers()
         if name in signers:
             raise ConfigError(f"a key named {name!r} is already registered")
+        own = role == "officer" and passphrase is not None
+        if own and self._passphrase and passphrase == self._passphrase:
+            raise UsageError(f"the passphrase of officer {name!r} must be their own, not the evidence home's")
         new = SigningKey.generate()
-        payload = _key_statement(new, self.origin, name, role)
+        payload = _key_statement(new, self.origin, name, role, facts)
         pp = passphrase if passphrase is not None else self._passphrase
         save_key(new, self.home.keys_dir / f"{new.key_id}.key", pp)
-        return self._register(payload, new.public_raw, local=True)
+        return self._register(payload, new.public_raw, local=True, own_passphrase=own)
 
     def register_request(self, request: dict[str, Any]) -> Record:
         """Register a key made on another machine (``Ledger.join``'s key request).
@@ -406,7 +640,7 @@ class Ledger:
             raise ConfigError(f"a key named {name!r} is already registered")
         if key_id in self.store.keys():
             raise ConfigError(f"key {key_id} is already registered in the ledger")
-        payload = {k: request[k] for k in ("origin", "key_id", "public_key", "name", "role", "key_sig")}
+        payload = {k: request[k] for k in (*KEY_ADD_FIELDS, *KEY_ADD_FACTS, "key_sig") if k in request}
         return self._register(payload, raw, local=False)
 
     def _signers(self) -> dict[str, Any]:
@@ -415,7 +649,7 @@ class Ledger:
             raise ConfigError(f"{self.home.config_path}: 'signers' must be an object")
         return signers
 
-    def _register(self, payload: dict[str, Any], raw: bytes, *, local: bool) -> Record:
+    def _register(self, payload: dict[str, Any], raw: bytes, *, local: bool, own_passphrase: bool = False) -> Record:
         key_id, name, role = payload["key_id"], payload["name"], payload["role"]
 
         def register(conn: Any, recs: list[Record]) -> None:
@@ -425,17 +659,46 @@ class Ledger:
         entry = {"key_id": key_id, "role": role}
         if not local:
             entry["elsewhere"] = True  # the private key is on the machine that asked
+        if own_passphrase:
+            entry["own_passphrase"] = True  # encrypted with the officer's passphrase, not the home's
         self._signers()[name] = entry
         self.home.save_config(self.config)
         return rec
 
-    def signer_key(self, name: str, passphrase: bytes | None = None) -> SigningKey:
+    def signer_entry(self, name: str) -> dict[str, Any]:
+        """The home's entry for signer ``name`` (key id, role), or a one-line UsageError."""
         signers = self.config.extra.get("signers") or {}
         entry = signers.get(name) if isinstance(signers, dict) else None
-        if not entry:
+        if not isinstance(entry, dict) or not entry.get("key_id"):
             raise UsageError(f"no key registered for {name!r} (run `evidence key add --officer {name}`)")
+        return entry
+
+    def signer_key(self, name: str, passphrase: bytes | None = None) -> SigningKey:
+        entry = self.signer_entry(name)
+        if entry.get("own_passphrase") and passphrase is None:
+            raise KeyFileError(f"the key of officer {name!r} is encrypted with their own passphrase: give it")
         pp = passphrase if passphrase is not None else self._passphrase
-        return load_key(self.home.keys_dir / f"{entry['key_id']}.key", pp)
+        path = self.home.keys_dir / f"{entry['key_id']}.key"
+        if entry.get("elsewhere") and not path.exists():
+            raise UsageError(f"the key of {name!r} was registered from another machine; its private key is not in this home")
+        try:
+            key = load_key(path, pp)
+        except KeyFileError as e:
+            if entry.get("own_passphrase") and "wrong passphrase" in str(e):
+                raise KeyFileError(f"wrong passphrase for officer {name!r} (key {entry['key_id'][:8]})") from None
+            raise
+        if key.key_id != entry["key_id"]:
+            raise KeyFileError(f"key file {path} does not hold key {entry['key_id']} of {name!r}")
+        return key
+
+    def officer_key(self, name: str, passphrase: bytes | None = None) -> Cosigner:
+        """A registered officer's key, unlocked and checked against the ledger's registration."""
+        entry = self.signer_entry(name)
+        if entry.get("role") != "officer":
+            raise UsageError(f"{name!r} holds a {entry.get('role')} key, not an officer's")
+        key = self.signer_key(name, passphrase)
+        self.check_registered(key)
+        return Cosigner(name, key)
 
     def exhibit_record(self, index: int) -> Record:
         """Record ``index``, which must be an exhibit (else a one-line UsageError)."""
@@ -447,23 +710,51 @@ class Ledger:
             raise UsageError(f"record {index} is a {rec.kind!r} record, not an exhibit")
         return rec
 
-    def attest(self, index: int, officer: str, statement: str | None = None, passphrase: bytes | None = None) -> Record:
-        """A second officer's signed attestation of an exhibit record."""
-        key = self.signer_key(officer, passphrase)
+    def attest(
+        self,
+        index: int,
+        officer: str,
+        statement: str | None = None,
+        passphrase: bytes | None = None,
+        *,
+        witness: dict[str, str] | None = None,
+        holder_note: str | None = None,
+        key: SigningKey | None = None,
+    ) -> Record:
+        """A second officer's signed attestation of an exhibit record.
+
+        ``witness`` (``witness_fact``) and ``holder_note`` are signed into it:
+        a 见证人 or a holder's refusal that came to light after the capture.
+        ``key``: the officer's key, already unlocked (``officer_key``).
+        """
+        if statement is not None:
+            statement = check_text("--statement", statement)
+        if key is None:
+            key = self.signer_key(officer, passphrase)
+        elif key.key_id != self.signer_entry(officer)["key_id"]:
+            raise UsageError(f"the key given is not the one registered to {officer!r}")
         target = self.exhibit_record(index)
-        payload = {
+        payload: dict[str, Any] = {
             "exhibit_index": index,
             "exhibit_leaf": target.leaf.hex(),
             "manifest_sha256": target.payload.get("manifest", {}).get("sha256"),
             "officer": officer,
-            "statement": statement or "I attest that I witnessed this capture and that the exhibit is complete.",
+            "statement": statement or DEFAULT_STATEMENT,
         }
+        if witness is not None:
+            payload["witness"] = dict(witness)
+        if holder_note is not None:
+            payload["holder_note"] = check_text("--holder-note", holder_note)
         return self.store.append_many([Draft("attestation", payload, target.case)], key=key, origin=self.origin)[0]
 
     # -- reading -----------------------------------------------------------
 
     def records(self, case: str | None = None, start: int = 0) -> Iterator[Record]:
         for s in self.store.iter_records(case=case, start=start):
+            yield parse_record(s.body, expect_index=s.index)
+
+    def records_of_kind(self, kind: str) -> Iterator[Record]:
+        for s in self.store.iter_records(kind=kind):
             yield parse_record(s.body, expect_index=s.index)
 
     def size(self) -> int:
@@ -491,10 +782,18 @@ def verify_rotation(payload: dict[str, Any]) -> bytes:
 def verify_key_add(payload: dict[str, Any]) -> tuple[str, bytes, str, str]:
     """Check a key-add payload's proof of possession; return (key_id, raw, name, role)."""
     try:
-        statement = {k: payload[k] for k in ("origin", "key_id", "public_key", "name", "role")}
+        statement = {k: payload[k] for k in KEY_ADD_FIELDS}
         sig = base64.b64decode(payload["key_sig"], validate=True)
     except (KeyError, TypeError, ValueError):
         raise SignatureError("key-add record is malformed") from None
+    extra = set(payload) - {*KEY_ADD_FIELDS, *KEY_ADD_FACTS, "key_sig"}
+    if extra:
+        # Every fact a key-add shows must be one the key's own signature covers.
+        raise SignatureError(f"key-add record has unknown field(s) {', '.join(sorted(extra))}")
+    for k in KEY_ADD_FACTS:
+        if k in payload:
+            _check_fact(k, payload[k], SignatureError)
+            statement[k] = payload[k]
     pub = public_from_b64(statement["public_key"])
     raw = raw_public(pub)
     if key_id_for(raw) != statement["key_id"]:
@@ -508,10 +807,126 @@ def verify_key_add(payload: dict[str, Any]) -> tuple[str, bytes, str, str]:
     return statement["key_id"], raw, statement["name"], statement["role"]
 
 
-def _key_statement(key: SigningKey, origin: str, name: str, role: str) -> dict[str, Any]:
-    """A key-add payload: the statement and the key's own signature over it."""
+def _key_statement(
+    key: SigningKey, origin: str, name: str, role: str, facts: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A key-add payload: the statement (with any badge/unit) and the key's own signature over it."""
     statement = {"origin": origin, "key_id": key.key_id, "public_key": _b64(key.public_raw), "name": name, "role": role}
+    statement.update(facts or {})
     return dict(statement, key_sig=_b64(key.sign(KEY_ADD_DOMAIN + canonical_json(statement))))
+
+
+def key_add_facts(payload: dict[str, Any]) -> dict[str, str]:
+    """Badge and unit of a key-add payload (meaningful once ``verify_key_add`` passed)."""
+    return {k: payload[k] for k in KEY_ADD_FACTS if isinstance(payload.get(k), str)}
+
+
+def _check_fact(name: str, value: Any, error: type[EvidenceError]) -> None:
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "\n\r") or len(value) > 200:
+        raise error(f"a key's {name} must be one non-empty line of at most 200 characters")
+
+
+def _at_capture_draft(at: AtCapture, officer: Cosigner, position: int, case: str | None) -> Draft:
+    """The attestation of ``officer`` over the exhibit at ``position`` of the same batch."""
+    facts = {k: v for k, v in (at.info or {}).items() if k in ("witness", "holder_note")}
+
+    def link(recs: list[Record]) -> dict[str, Any]:
+        ex = recs[position]
+        return {
+            "exhibit_index": ex.index,
+            "exhibit_leaf": ex.leaf.hex(),
+            "manifest_sha256": ex.payload.get("manifest", {}).get("sha256"),
+            "officer": officer.name,
+            "statement": at.statement,
+            "at_capture": True,
+            **facts,
+        }
+
+    return SignedDraft("attestation", {}, case, key=officer.key, link=link)
+
+
+def check_text(label: str, value: Any, *, limit: int = 2000) -> str:
+    """A declared fact: non-empty, no control characters (a tab, a newline neither), bounded."""
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{label} must not be empty")
+    if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or c in "\u2028\u2029" for c in value):
+        raise UsageError(f"{label} must not contain control characters")
+    if len(value) > limit:
+        raise UsageError(f"{label} is longer than {limit} characters")
+    return value.strip()
+
+
+def witness_fact(name: str, id_spec: str | None, contact: str | None = None) -> dict[str, str]:
+    """The 见证人 as the record shows it: name, ID type and number (``TYPE:NUMBER``), contact."""
+    name = check_text("--witness", name, limit=200)
+    if id_spec is None:
+        raise UsageError("--witness needs --witness-id TYPE:NUMBER (e.g. 居民身份证:110101199001011234)")
+    spec = check_text("--witness-id", id_spec, limit=200)
+    id_type, sep, number = spec.partition(":")
+    if not sep or not id_type.strip() or not number.strip():
+        raise UsageError(f"--witness-id must be TYPE:NUMBER (e.g. 居民身份证:110101199001011234), not {spec!r}")
+    out = {"name": name, "id_type": id_type.strip(), "id_number": number.strip()}
+    if contact is not None:
+        out["contact"] = check_text("--witness-contact", contact, limit=200)
+    return out
+
+
+def declared_facts(
+    *,
+    proves: str | None = None,
+    witness: str | None = None,
+    witness_id: str | None = None,
+    witness_contact: str | None = None,
+    no_witness_reason: str | None = None,
+    holder_note: str | None = None,
+) -> dict[str, Any]:
+    """Check the facts an extraction declares (--proves, --witness..., --holder-note) into info fields."""
+    if witness is not None and no_witness_reason is not None:
+        raise UsageError("--witness and --no-witness-reason exclude each other")
+    if witness is None and (witness_id is not None or witness_contact is not None):
+        raise UsageError("--witness-id and --witness-contact need --witness NAME")
+    out: dict[str, Any] = {}
+    if proves is not None:
+        out["proves"] = check_text("--proves", proves)
+    if witness is not None:
+        out["witness"] = witness_fact(witness, witness_id, witness_contact)
+    if no_witness_reason is not None:
+        out["no_witness_reason"] = check_text("--no-witness-reason", no_witness_reason)
+    if holder_note is not None:
+        out["holder_note"] = check_text("--holder-note", holder_note)
+    return out
+
+
+def _continuation(note: str, origin: str) -> dict[str, Any]:
+    """The ``continues`` field of a log-init: an older log's signed checkpoint, verbatim."""
+    try:
+        text, _ = parse_note(note)
+        old = Checkpoint.parse(text)
+    except EvidenceError as e:
+        raise UsageError(f"--continues needs a signed checkpoint note: {e}") from None
+    if old.origin == origin:
+        # Two histories under one name are what witnesses exist to refuse.
+        raise UsageError(f"the new log needs another origin than the one it continues ({origin})")
+    return {"origin": old.origin, "size": old.size, "root": old.root.hex(), "checkpoint": note}
+
+
+def _mkdirs(directory: Path, created: list[Path]) -> None:
+    missing = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        d.mkdir()
+        created.append(d)
+
+
+def _remove_created(created: list[Path]) -> None:
+    for p in reversed(created):
+        try:
+            p.rmdir() if p.is_dir() else p.unlink(missing_ok=True)
+        except OSError:
+            pass  # best effort: the error that brought us here is the one to report
 
 
 def _check_name(name: str) -> None:

@@ -69,6 +69,20 @@ RETRY_SECONDS = float(os.environ.get("EVIDENCE_DB_RETRY_SECONDS") or 30)
 _RETRY_SQLSTATES = ("57P01", "57P02", "57P03")
 T = TypeVar("T")
 
+
+@dataclass(frozen=True)
+class SignedDraft(Draft):
+    """A draft signed by a key of its own, whose payload may name earlier records of its batch.
+
+    ``link(records)`` gets the records sealed so far in the same append (in
+    order) and returns the payload: an officer's at-capture attestation names
+    the exhibit record's index and leaf, which exist only once it is sealed.
+    """
+
+    key: SigningKey | None = None
+    link: Callable[[list[Record]], dict[str, Any]] | None = None
+
+
 metadata = MetaData()
 
 tree_state = Table(
@@ -398,7 +412,13 @@ class Store:
         node_rows: list[tuple[Any, ...]] = []
         prev = prev_leaf.hex()
         for i, draft in enumerate(drafts):
-            rec = seal(draft, index=size + i, prev=prev, time=time, origin=origin, key=key)
+            signer = key
+            if isinstance(draft, SignedDraft):
+                signer = draft.key or key
+                if draft.link is not None:
+                    draft = Draft(draft.kind, draft.link(list(out)), draft.case)
+                    draft.check()
+            rec = seal(draft, index=size + i, prev=prev, time=time, origin=origin, key=signer)
             leaf = rec.leaf
             rec_rows.append((rec.index, leaf, draft.kind, draft.case, time, rec.key_id, rec.raw))
             for level, idx, h in edge.append(leaf):

@@ -5,6 +5,12 @@ config, or ``--trust``) and key rotations those keys signed. Everything the
 database says (leaf column, nodes, keys table, checkpoints) is checked
 against what the record bytes themselves imply.
 
+Key lifetimes (``ledger.trust``): a log key rotated away by the record at
+index r signs records up to index r and checkpoints up to size r + 1, whether
+the retirement is known from the pinned trust (a retired key with its
+lifetime) or from the rotation record in the ledger; a ledger that retires a
+pinned key at another record than the pinned lifetime says is another history.
+
 Signature checks are independent per record, so they run on a process pool
 (both cores); the chain, key history and Merkle tree are sequential and run
 in this process over the stream of results, in index order.
@@ -17,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from evidence.canonical import loads
 from evidence.errors import EvidenceError
 from evidence.keys import key_id_for, public_from_raw
 from evidence.record import GENESIS_PREV, parse_record, record_leaf_hash
@@ -25,6 +32,7 @@ from ledger.checkpoint import Checkpoint
 from ledger.log import verify_key_add, verify_rotation
 from ledger.note import Verifier, verify_note
 from ledger.store import Store
+from ledger.trust import Trust, beyond_lifetime, lifetimes
 
 from .result import AuditResult, Check, Problem
 
@@ -86,7 +94,7 @@ def _chunks(store: Store, end: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
 
 def audit_store(
     store: Store,
-    trusted_vkeys: Sequence[str],
+    trusted_vkeys: Trust | Sequence[str],
     *,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -101,9 +109,13 @@ def audit_store(
         else:
             result.truncated = True
 
-    verifiers = [Verifier.parse(v) for v in trusted_vkeys]
+    verifiers = Trust.of(trusted_vkeys).verifiers
     active: dict[str, bytes] = {key_id_for(v.public_raw): v.public_raw for v in verifiers}
+    # key id -> last valid tree size: pinned retirements, then the ledger's own rotations.
+    pinned_life = lifetimes(verifiers)
+    life: dict[str, int] = dict(pinned_life)
     roles: dict[str, str] = {}  # key_id -> role, for keys added by key-add records
+    names: dict[str, str] = {}  # key_id -> name, for keys added by key-add records
     attestations: list[tuple[int, Any]] = []
     candidates = dict(store.keys())
     candidates.update(active)
@@ -117,7 +129,7 @@ def audit_store(
     prev = GENESIS_PREV
     nodes_ok = True
     if 0 in cp_at:
-        _check_root(cp_at[0], merkle.EMPTY_ROOT, verifiers, problem)
+        _check_root(cp_at[0], merkle.EMPTY_ROOT, verifiers, life, problem)
 
     def outcomes() -> Iterator[tuple[list[tuple[int, bytes, bytes]], list[Outcome]]]:
         n = workers if workers is not None else (2 if size >= _PARALLEL_FROM else 0)
@@ -152,7 +164,9 @@ def audit_store(
             elif rprev != prev and prev != "?":
                 problem(idx, f"prev {rprev[:16]}... does not link to record {idx - 1}")
             if err is None:
-                if kid not in active:
+                if kid in life and idx >= life[kid]:
+                    problem(idx, f"signed by key {kid}, which is not trusted at this point: it was retired by record {life[kid] - 1}")
+                elif kid not in active:
                     problem(idx, f"signed by key {kid}, which is not trusted at this point")
                 elif active[kid] != candidates.get(kid):
                     problem(idx, f"key {kid} in the database differs from the trusted key")
@@ -160,11 +174,17 @@ def audit_store(
                     problem(idx, f"officer key {kid} may sign only attestations, not {kind!r}")
                 if kind == "attestation":
                     attestations.append((idx, rot))
+                    named = rot.get("officer") if isinstance(rot, dict) else None
+                    if roles.get(kid) != "officer" or names.get(kid) != named:
+                        # An attestation speaks for the officer it names only under that officer's own key.
+                        holder = f"registered to {names[kid]!r} ({roles.get(kid)})" if kid in names else "not an officer's key"
+                        problem(idx, f"attestation names officer {named!r} but is signed by key {kid}, {holder}")
                 if kind == "key-add" and kid in active:
                     try:
                         new_id, raw, _name, role = verify_key_add(rot)
                         active[new_id] = raw
                         roles[new_id] = role
+                        names[new_id] = _name
                     except EvidenceError as e:
                         problem(idx, str(e))
                 if kind == "key-rotation":
@@ -172,8 +192,14 @@ def audit_store(
                         raw = verify_rotation(rot)
                         if rot.get("old_key_id") != kid:
                             raise EvidenceError("key-rotation record is not signed by the key it retires")
+                        if kid in pinned_life and pinned_life[kid] != idx + 1:
+                            raise EvidenceError(
+                                f"retires key {kid} at record {idx}, but the trusted key history retires it at "
+                                f"record {pinned_life[kid] - 1}: another history of this log"
+                            )
                         active.pop(kid, None)
                         active[key_id_for(raw)] = raw
+                        life[kid] = idx + 1
                     except EvidenceError as e:
                         problem(idx, str(e))
             prev = leaf.hex()
@@ -181,7 +207,7 @@ def audit_store(
                 made.setdefault(level, {})[nidx] = h
             expect = idx + 1
             if expect in cp_at:
-                _check_root(cp_at[expect], edge.root(), verifiers, problem)
+                _check_root(cp_at[expect], edge.root(), verifiers, life, problem)
         nodes_ok &= _check_nodes(store, made, {p.index for p in problems if p.index is not None}, problem)
         if progress:
             progress(expect, size)
@@ -203,7 +229,9 @@ def audit_store(
     return result
 
 
-def _check_root(cp: Any, root: bytes, verifiers: list[Verifier], problem: Callable[[int | None, str], None]) -> None:
+def _check_root(
+    cp: Any, root: bytes, verifiers: list[Verifier], life: dict[str, int], problem: Callable[[int | None, str], None]
+) -> None:
     where = f"checkpoint of size {cp.size}"
     try:
         verified = verify_note(cp.note, verifiers)
@@ -211,6 +239,9 @@ def _check_root(cp: Any, root: bytes, verifiers: list[Verifier], problem: Callab
     except EvidenceError as e:
         problem(None, f"{where}: {e}")
         return
+    why = beyond_lifetime(verified.verified_by, cp.size, life)
+    if why is not None:
+        problem(None, why)
     if body.size != cp.size or body.root != cp.root:
         problem(None, f"{where}: stored size/root differ from the signed note")
     if body.root != root:
@@ -244,6 +275,13 @@ def _check_attestations(store: Store, items: list[tuple[int, Any]], problem: Cal
             problem(idx, f"attestation refers to record {target!r}, which is not an earlier exhibit")
         elif stored.leaf.hex() != p.get("exhibit_leaf"):
             problem(idx, f"attestation's exhibit leaf does not match record {target}")
+        elif "manifest_sha256" in p:
+            try:
+                manifest = (loads(stored.body).get("payload") or {}).get("manifest") or {}
+            except (EvidenceError, ValueError, AttributeError):
+                continue  # an unreadable exhibit record is its own problem
+            if not isinstance(manifest, dict) or manifest.get("sha256") != p["manifest_sha256"]:
+                problem(idx, f"attestation's manifest digest does not match exhibit record {target}")
 
 
 def _check_consistency(store: Store, cps: list[Any], problem: Callable[[int | None, str], None]) -> None:

@@ -4,9 +4,12 @@
 
 One HTML file: no scripts, no external resources; screenshot thumbnails are
 embedded as data URIs, so the report reads the same offline and years later.
-It lists the case, each exhibit (URL, capture time, operator, thumbnail,
-artifact digests, ledger index, checkpoint and anchor times), every check
-with its result, and the exact commands to re-verify without this tool.
+It lists the case (with its case facts when a verified ``case-info`` record
+is in the bundle), each exhibit (URL, capture time, operator, thumbnail,
+artifact digests, ledger index, checkpoint, and each anchor time labelled by
+what stands behind it), every check with its result, and the exact commands
+to re-verify without this tool. It is a technical self-verification by the
+software, not a 鉴定意见 (expert opinion), and says so.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from evidence import __version__
-from evidence.case import CaseReader
+from evidence.case import CaseReader, record_path
+from evidence.display import printable
 from evidence.errors import EnvironmentProblem, EvidenceError, UsageError
 
 from .case import VerificationResult
@@ -41,16 +45,59 @@ th{background:#f0f0f0;width:15em}
 table.list th{width:auto}
 code,.mono{font-family:"DejaVu Sans Mono","Noto Sans Mono CJK SC",monospace;font-size:.8em;word-break:break-all}
 pre{background:#f6f6f6;border:1px solid #ddd;padding:.5em;white-space:pre-wrap;word-break:break-all;font-size:.78em}
-.exhibit{display:flex;gap:1em;align-items:flex-start;page-break-inside:avoid}
-.exhibit table{flex:1}
-.shot{width:240px;border:1px solid #999}
+
+.shotbox{margin:.3em 0 .6em 0;page-break-inside:avoid}
+.shot{display:block;width:240px;max-width:100%;border:1px solid #999}
 .pass{color:#135200;font-weight:bold}.fail{color:#a50e0e;font-weight:bold}
 .small{font-size:.8em;color:#555}
 """
 
 
 def _e(v: Any) -> str:
-    return html.escape("" if v is None else str(v))
+    # Control and bidi characters from the bundle are shown as escapes, never obeyed.
+    return html.escape(printable("" if v is None else v))
+
+
+#: how each kind of anchor time is labelled: what stands behind the time, no more
+def anchor_label(a: dict[str, Any]) -> str:
+    kind = a.get("type")
+    if kind == "rfc3161":
+        if not a.get("verified"):
+            return "RFC 3161 时间戳，签名未验证 RFC 3161 timestamp, signature not verified"
+        if not a.get("trusted"):
+            return "RFC 3161 时间戳，已验证（根证书为证据包自带）RFC 3161 timestamp, verified (root self-declared by the bundle)"
+        return "RFC 3161 时间戳，已验证 RFC 3161 timestamp, verified"
+    if kind == "witness":
+        state = "已验证 verified" if a.get("verified") else "未验证 not verified"
+        return f"日志见证服务器联署时间（{state}）log-witness cosignature time ({state})"
+    if kind == "exhibit-deposit":
+        return "存证服务声明的本证据存证时间 the deposit service's statement of when it received this exhibit's digest"
+    return "存证服务声明的时间 the deposit service's statement of time"
+
+
+def _case_facts(r: VerificationResult, z: CaseReader) -> list[tuple[str, Any]]:
+    """Rows of the latest case-info record, only if every check of that record passed."""
+    from evidence.casefacts import latest
+    from evidence.record import parse_record
+
+    recs = []
+    for path in sorted({c.where for c in r.checks if c.name == "record-signature" and c.ok and c.where}):
+        if any(c.where == path and not c.ok for c in r.checks) or path not in z:
+            continue
+        try:
+            rec = parse_record(z.read(path))
+        except EvidenceError:
+            continue
+        if rec.kind == "case-info" and record_path(rec.index) == path:
+            recs.append(rec)
+    facts = latest(recs, str(r.case)) if r.case else None
+    if facts is None:
+        return []
+    return [
+        ("案由 Cause", facts.cause), ("当事人/对象 Party", facts.party),
+        ("执法单位 Enforcement unit", facts.unit or "—"), ("地点 Place", facts.place or "—"),
+        ("案件信息记录 Case facts record", f"record {facts.index}, {facts.time}"),
+    ]
 
 
 def _thumbnail(z: CaseReader, path: str) -> tuple[str, str] | None:
@@ -89,6 +136,8 @@ def render_html(result: VerificationResult, case_path: Path | str) -> str:
     add = parts.append
     add(f"<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'><title>电子证据校验报告 Verification report — {_e(r.case)}</title><style>{_CSS}</style></head><body>")
     add("<h1>电子证据校验报告<br><span class='small'>Electronic evidence verification report</span></h1>")
+    add("<p class='small'>本报告为软件对证据包所作的技术性自我校验，不是鉴定意见。"
+        "This report is a technical self-verification of the case file by the software that made it, not an expert opinion (鉴定意见).</p>")
     rows: list[tuple[str, Any]] = [
         ("案件编号 Case ID", r.case),
         ("证据文件 Case file", name),
@@ -100,10 +149,17 @@ def render_html(result: VerificationResult, case_path: Path | str) -> str:
     if r.checkpoint:
         rows.append(("检查点 Checkpoint", f"size {r.checkpoint['size']}, root {r.checkpoint['root']}"))
     add("<table>" + "".join(f"<tr><th>{_e(k)}</th><td class='mono'>{_e(v)}</td></tr>" for k, v in rows) + "</table>")
+    with CaseReader(case_path) as z:
+        facts = _case_facts(r, z)
+    if facts:
+        add("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts) + "</table>")
     failed = [c for c in r.checks if not c.ok]
     if failed:
         f = failed[0]
-        add(f"<div class='verdict bad'>✗ 校验未通过 INVALID — {len(failed)} 项检查失败 check(s) failed.<br>首个失败 First failure: <b>{_e(f.where)}</b>: {_e(f.detail)}</div>")
+        word = r.verdict().split(":", 1)[0]  # INVALID, or INCOMPLETE when only parts are missing
+        add(f"<div class='verdict bad'>✗ 校验未通过 {_e(word)} — {len(failed)} 项检查失败 check(s) failed.<br>首个失败 First failure: <b>{_e(f.where)}</b>: {_e(f.detail)}</div>")
+    elif not r.complete:
+        add(f"<div class='verdict warn'>⚠ 证据包不完整，仅部分得到证明（见下列各项）。<br>{_e(r.verdict())}</div>")
     elif not r.trusted:
         add("<div class='verdict warn'>⚠ 内容完整且自洽，但签名密钥为证据包自带，未经独立确认。请向取证机构独立获取日志公钥并以 --trust 复核。<br>"
             "INTACT and self-consistent, but UNTRUSTED: the log key is self-declared by the bundle. Obtain the log's key independently and re-run with --trust.</div>")
@@ -128,18 +184,16 @@ def render_html(result: VerificationResult, case_path: Path | str) -> str:
                 add(f"<tr><th>检查点 Checkpoint</th><td>包含于大小为 {_e(r.checkpoint['size'])} 的树 included in the tree of size {_e(r.checkpoint['size'])}</td></tr>")
             a = ex.get("anchor")
             if a:
-                state = "已验证 verified" if a["verified"] else "未验证签名 signature not verified"
-                if a["verified"] and not a["trusted"]:
-                    state += "（根证书为证据包自带 root self-declared）"
-                add(f"<tr><th>可信时间 Anchor time</th><td>{_e(a['time'])} — {_e(a['type'])} {_e(a['service'])}, checkpoint {_e(a['checkpoint_size'])} ({state})</td></tr>")
+                add(f"<tr><th>锚定时间 Anchor time</th><td>{_e(a['time'])} — {_e(anchor_label(a))}; {_e(a['service'])}, checkpoint {_e(a['checkpoint_size'])}</td></tr>")
             else:
-                add("<tr><th>可信时间 Anchor time</th><td>无 none in this bundle</td></tr>")
+                add("<tr><th>锚定时间 Anchor time</th><td>无 none in this bundle</td></tr>")
             for att in (x for x in r.attestations if x["exhibit_index"] == ex["index"]):
-                add(f"<tr><th>复核人 Attested by</th><td>{_e(att['officer'])} (record {att['index']}, {_e(att['time'])}, key {_e(att['key_id'])})</td></tr>")
+                add(f"<tr><th>执法人员电子签名（本机构密钥）Officer's electronic signature (agency key)</th><td>{_e(att['officer'])} (record {att['index']}, {_e(att['time'])}, key {_e(att['key_id'])})</td></tr>")
             add("</table>")
+            # Below the table, never beside it: a flex row let WeasyPrint lay the image over the table's text.
             thumb = _thumbnail(z, ex["screenshot"]) if ex.get("screenshot") else None
             if thumb:
-                add(f"<div><img class='shot' alt='screenshot' src='data:{thumb[0]};base64,{thumb[1]}'><div class='small'>{_e(ex['screenshot'])}</div></div>")
+                add(f"<div class='shotbox'><img class='shot' alt='screenshot' src='data:{thumb[0]};base64,{thumb[1]}'><div class='small'>{_e(ex['screenshot'])}</div></div>")
             add("</div>")
             add("<table class='list'><tr><th>文件 File</th><th>角色 Role</th><th>大小 Bytes</th><th>SHA-256</th><th>结果 Result</th></tr>")
             for art in ex["artifacts"]:
@@ -148,10 +202,17 @@ def render_html(result: VerificationResult, case_path: Path | str) -> str:
             add("</table>")
 
     if r.anchors:
-        add("<h2>时间戳与存证 Anchors (RFC 3161 timestamps, witnesses, deposits)</h2><table class='list'><tr><th>记录 Record</th><th>类型 Type</th><th>服务 Service</th><th>声明时间 Asserted time</th><th>检查点 Checkpoint</th><th>签名已验证 Verified</th></tr>")
+        add("<h2>时间戳与存证 Anchors (RFC 3161 timestamps, witnesses, deposits)</h2><table class='list'><tr><th>记录 Record</th><th>类型 Type</th><th>服务 Service</th><th>时间 Time</th><th>时间的依据 What the time rests on</th><th>检查点 Checkpoint</th></tr>")
         for a in r.anchors:
-            add(f"<tr><td>{_e(a['index'])}</td><td>{_e(a['type'])}</td><td class='mono'>{_e(a['service'])}</td><td>{_e(a['time'])}</td><td>{_e(a['checkpoint_size'])}</td><td>{'是 yes' if a['verified'] else '否 no'}{'' if a['trusted'] or not a['verified'] else ' (root self-declared)'}</td></tr>")
+            add(f"<tr><td>{_e(a['index'])}</td><td>{_e(a['type'])}</td><td class='mono'>{_e(a['service'])}</td><td>{_e(a['time'])}</td><td>{_e(anchor_label(a))}</td><td>{_e(a['checkpoint_size'])}</td></tr>")
         add("</table>")
+        deposits = [a for a in r.anchors if a.get("type") == "exhibit-deposit"]
+        if deposits:
+            add("<h3>证据存证 Exhibit deposits (each exhibit's manifest SHA-256 with the service)</h3><table class='list'><tr><th>证据 Exhibit</th><th>服务 Service</th><th>回执编号 Receipt / transaction id</th><th>时间 Time</th><th>清单 SHA-256 Manifest</th><th>结果 Result</th></tr>")
+            for a in deposits:
+                state = "回执已核验 receipt verified" if a.get("verified") else ("回执完整，未核验 receipt intact, not verified (no adapter given)" if a.get("ok") else "失败 FAILED")
+                add(f"<tr><td>{_e(a.get('exhibit_index'))}</td><td class='mono'>{_e(a['service'])}</td><td class='mono'>{_e(a.get('reference'))}</td><td>{_e(a['time'])}</td><td class='mono'>{_e(a.get('manifest_sha256'))}</td><td>{_e(state)}</td></tr>")
+            add("</table>")
 
     add(f"<h2>检查项 Checks ({len(r.checks)}, {len(failed)} 失败 failed)</h2><table class='list'><tr><th>结果 Result</th><th>检查 Check</th><th>对象 Where</th><th>说明 Detail</th></tr>")
     for c in r.checks:

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .run import (
     ANCHOR_KIND,
+    EXHIBIT_DEPOSIT,
     AnchorCheck,
     AnchorResult,
     Witness,
@@ -60,6 +61,7 @@ from .witness import (
 
 __all__ = [
     "ANCHOR_KIND",
+    "EXHIBIT_DEPOSIT",
     "AnchorCheck",
     "AnchorRejected",
     "AnchorResult",

@@ -154,9 +154,12 @@ class HttpJsonDeposit:
         return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     def submit(self, checkpoint_note: bytes) -> Receipt:
+        return self._post(self.request_body(checkpoint_note))
+
+    def _post(self, body: bytes) -> Receipt:
         resp = _http.post(
             self.url,
-            self.request_body(checkpoint_note),
+            body,
             content_type="application/json",
             accept="application/json",
             what=f"deposit service {self.name}",
@@ -169,6 +172,18 @@ class HttpJsonDeposit:
                 f"deposit service {self.name} answered HTTP {resp.status}{_http._snippet(resp.body)}"
             )
         return Receipt.of(resp.body, resp.content_type or "application/json")
+
+    def submit_document(self, document: bytes) -> Receipt:
+        """Deposit another document (an exhibit manifest) by its digest: only ``sha256``/``sha512``
+        request values are sent, never the document itself (``note``, ``origin``, ``size`` are left out)."""
+        values = _note_values(document)
+        body: dict[str, Any] = {}
+        for path, value in self.field_map.static.items():
+            _put(body, path, value)
+        for name, path in self.field_map.request.items():
+            if name in ("sha256", "sha512"):
+                _put(body, path, values[name])
+        return self._post(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
     def verify(self, receipt: Receipt, checkpoint_note: bytes) -> ReceiptCheck:
         where = f"deposit receipt from {self.name}"
@@ -192,7 +207,7 @@ class HttpJsonDeposit:
                 return ReceiptCheck(
                     False, f"{where}: records digest {str(echoed)[:16]}..., not this checkpoint's"
                 )
-            detail = f"{where} echoes this checkpoint's digest"
+            detail = f"{where} echoes the digest of what was deposited"
         else:
             detail = f"{where} is stored; its service makes no checkable statement offline"
         return ReceiptCheck(

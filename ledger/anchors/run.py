@@ -35,7 +35,7 @@ from evidence.record import parse_record
 from ..checkpoint import Checkpoint
 from ..note import CosignatureVerifier
 from .deposit import DepositAdapter, Receipt, submit_and_verify
-from .errors import WitnessConflict
+from .errors import ReceiptError, WitnessConflict
 from .tsa import timestamp, verify_timestamp
 from .witness import (
     Cosignature,
@@ -50,7 +50,10 @@ if TYPE_CHECKING:
     from ..log import Ledger
 
 ANCHOR_KIND = "anchor"
-TYPES = ("rfc3161", "witness", "deposit")
+#: ``exhibit-deposit``: one exhibit's manifest digest deposited with a service (``--exhibits``);
+#: its record also names the checkpoint signed in the same run, which covers the exhibit.
+EXHIBIT_DEPOSIT = "exhibit-deposit"
+TYPES = ("rfc3161", "witness", "deposit", EXHIBIT_DEPOSIT)
 
 
 @dataclass(frozen=True)
@@ -107,15 +110,22 @@ def anchor_checkpoint(
     timeout: float = 10.0,
     deadline: float = 30.0,
     strict: bool = False,
+    exhibits: bool = False,
 ) -> list[AnchorResult]:
     """Sign (or reuse) a checkpoint of the current tree, anchor it everywhere asked, record each.
 
     Services are independent: one that fails is reported in its result and
     the others still count (redundancy). Raises the first error when none
     succeeded, or when any failed and ``strict``.
+
+    With ``exhibits``, every deposit service also receives the manifest
+    digest of each exhibit it does not hold yet (``exhibit-deposit`` anchors),
+    so the service's own record names the exhibit's digest directly.
     """
     if not (tsa_urls or witnesses or deposits):
         raise UsageError("nothing to anchor with: give at least one TSA, witness or deposit service")
+    if exhibits and not deposits:
+        raise UsageError("--exhibits deposits exhibits with the deposit services: give --deposit-config")
     if tsa_urls and not roots:
         raise UsageError(
             "no TSA root certificates configured (pass --tsa-root CA.pem or set EVIDENCE_TSA_ROOTS)"
@@ -185,6 +195,33 @@ def anchor_checkpoint(
 
         attempt("deposit", d.name, deposit_payload)
 
+    if exhibits:
+        for d in deposits:
+            held = deposited_exhibits(ledger, d.name)
+            for rec in ledger.records_of_kind("exhibit"):
+                if rec.index >= cp.size or rec.index in held:
+                    continue
+
+                def exhibit_payload(d: DepositAdapter = d, rec: Any = rec) -> dict[str, Any]:
+                    m = rec.payload.get("manifest") or {}
+                    with ledger.artifacts.open(m["sha256"]) as f:
+                        manifest = f.read(int(m["size"]) + 1)
+                    if hashlib.sha256(manifest).hexdigest() != m["sha256"]:
+                        raise IntegrityError(f"the manifest of exhibit {rec.index} in the store was altered")
+                    receipt, check = submit_document(d, manifest)
+                    return {
+                        "service": d.name,
+                        "exhibit_index": rec.index,
+                        "exhibit_leaf": rec.leaf.hex(),
+                        "manifest_sha256": m["sha256"],
+                        "time": check.time,
+                        "reference": check.reference,
+                        "receipt_media_type": receipt.media_type,
+                        "receipt_sha256": put(receipt.data).sha256,
+                    }
+
+                attempt(EXHIBIT_DEPOSIT, f"{d.name} exhibit {rec.index}", exhibit_payload)
+
     results = list(failed)
     if staged:
         recs = ledger.append_anchors([p for _, p in staged])
@@ -194,6 +231,35 @@ def anchor_checkpoint(
     if failed and (strict or not staged):
         raise failed[0].error  # type: ignore[misc]
     return results
+
+
+def deposited_exhibits(ledger: Ledger, service: str) -> set[int]:
+    """Indexes of the exhibits whose manifest digest ``service`` already holds (by our records)."""
+    out: set[int] = set()
+    for row in ledger.store.anchor_rows():
+        if row["type"] != EXHIBIT_DEPOSIT or row["service"] != service:
+            continue
+        stored = ledger.store.record(row["record_idx"])
+        if stored is None:
+            continue
+        idx = parse_record(stored.body, expect_index=row["record_idx"]).payload.get("exhibit_index")
+        if type(idx) is int:
+            out.add(idx)
+    return out
+
+
+def submit_document(adapter: DepositAdapter, document: bytes) -> tuple[Receipt, Any]:
+    """Deposit a document other than a checkpoint (an exhibit manifest); refuse a receipt that does not check.
+
+    An adapter may offer ``submit_document`` to send only the document's
+    digest; else its ``submit`` gets the document's bytes.
+    """
+    send = getattr(adapter, "submit_document", None)
+    receipt = send(document) if callable(send) else adapter.submit(document)
+    check = adapter.verify(receipt, document)
+    if not check.ok:
+        raise ReceiptError(check.detail)
+    return receipt, check
 
 
 def _witness_cosign(
@@ -281,6 +347,9 @@ def check_anchor_record(
             return _check_tsa(name, payload, blob_loader, note, roots, where)
         if kind == "witness":
             return _check_witness(name, payload, blob_loader, note, witnesses, where, now)
+        if kind == EXHIBIT_DEPOSIT:
+            manifest = _blob(blob_loader, payload["manifest_sha256"], f"manifest of exhibit {payload.get('exhibit_index')}")
+            return _check_deposit(name, payload, blob_loader, manifest, adapters, where)
         return _check_deposit(name, payload, blob_loader, note, adapters, where)
     except EvidenceError as e:
         return AnchorCheck(name, False, str(e), where, True, payload.get("time"))  # type: ignore[arg-type]
@@ -424,12 +493,26 @@ def audit_anchors(
                 )
             )
         else:
-            out.append(
-                check_anchor_record(
-                    p, load, note, roots=roots, witnesses=witnesses, deposits=adapters, where=where
-                )
-            )
+            chk = check_anchor_record(p, load, note, roots=roots, witnesses=witnesses, deposits=adapters, where=where)
+            if chk.ok and p.get("type") == EXHIBIT_DEPOSIT:
+                why = exhibit_deposit_mismatch(p, ledger.store.record(p["exhibit_index"]) if type(p.get("exhibit_index")) is int else None)
+                if why:
+                    chk = AnchorCheck(chk.name, False, why, where)
+            out.append(chk)
     return out
+
+
+def exhibit_deposit_mismatch(payload: Mapping[str, Any], stored: Any) -> str | None:
+    """Why an exhibit-deposit anchor does not match the exhibit record it names (``stored``), or None."""
+    idx = payload.get("exhibit_index")
+    rec = parse_record(stored.body, expect_index=idx) if stored is not None else None
+    if rec is None or rec.kind != "exhibit":
+        return f"exhibit deposit names record {idx!r}, which is not an exhibit here"
+    if rec.leaf.hex() != payload.get("exhibit_leaf"):
+        return f"exhibit deposit names another version of exhibit record {idx} (leaf mismatch)"
+    if (rec.payload.get("manifest") or {}).get("sha256") != payload.get("manifest_sha256"):
+        return f"exhibit deposit names another manifest digest than exhibit record {idx}"
+    return None
 
 
 # -- scheduling --------------------------------------------------------------------
@@ -503,12 +586,14 @@ def _rfc3339(ts: int) -> str:
 
 __all__ = [
     "ANCHOR_KIND",
+    "EXHIBIT_DEPOSIT",
     "AnchorCheck",
     "AnchorResult",
     "Witness",
     "anchor_checkpoint",
     "audit_anchors",
     "check_anchor_record",
+    "deposited_exhibits",
     "needs_anchor",
     "parse_interval",
     "run_every",

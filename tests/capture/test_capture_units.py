@@ -12,7 +12,7 @@ from capture.browser import find_chromium
 from capture.network import Hop, _reencode
 from capture.options import CaptureOptions, check_url
 from capture.tls import validate
-from capture.warc import _parse_headers_text, fix_for_body, response_headers
+from capture.warc import _parse_headers_text, fix_for_body, request_headers, response_headers
 from evidence.errors import EnvironmentProblem, UsageError
 
 
@@ -141,3 +141,18 @@ def test_tls_validation(serve, tmp_path):
     result = validate(ss, "localhost", now)
     assert result["self_signed"] is True and result["valid"] is False
     assert validate([], "localhost", now)["valid"] is False
+
+
+def test_proxy_credentials_in_request_headers_are_replaced_by_their_digest():
+    secret = "Basic dXNlcjpzM2NyZXQ="
+    hop = Hop("1", 0, "http://x.example/a?b=1", "GET", "Document", None, None, 0.0, {})
+    hop.raw_request_headers = {"Host": "x.example", "Proxy-Authorization": secret, "Accept": "*/*"}
+    line, headers, notes = request_headers(hop)
+    assert line == "GET /a?b=1 HTTP/1.1"
+    got = dict(headers)
+    assert got["Proxy-Authorization"].startswith("sha256:") and secret not in repr(headers)
+    assert got["Accept"] == "*/*" and any("Proxy-Authorization" in n for n in notes)
+    # Control: without the credential nothing is replaced and nothing is said.
+    hop.raw_request_headers = {"Host": "x.example", "Accept": "*/*"}
+    _, headers, notes = request_headers(hop)
+    assert dict(headers) == {"Host": "x.example", "Accept": "*/*"} and notes == []

@@ -163,3 +163,284 @@ def test_anchor_is_the_default_reference(home, shop, monkeypatch):
     assert clock["source"] == "rfc3161-anchor" and clock["anchor_record"] == rec.index
     # The fake anchor's genTime is months before its record was written: far outside the limit.
     assert clock["within_limit"] is False and ex.manifest["info"]["warnings"]
+
+
+# -- proxy credentials: redacted wherever the proxy is recorded --------------------------
+
+from capture.environment import check_proxy, environment, proxy_environment, redact_argv, redact_proxy  # noqa: E402
+
+PW = "Zq7S3cr3t@W0rd:Xy9"
+#: pieces of PW in every form it could be written in (8+ characters: no chance match in binary data)
+PW_FORMS = ("Zq7S3cr3t", "W0rd:Xy9", "W0rd%3AXy9", "W0rd%3aXy9")
+
+
+def _secret_forms() -> list[bytes]:
+    import base64
+
+    forms = [f.encode() for f in PW_FORMS]
+    for cred in (f"user:{PW}".encode(), PW.encode()):
+        b = base64.b64encode(cred)
+        forms += [b, b.rstrip(b"=")[:16]]
+    return forms
+
+
+def _leaks(data: bytes) -> list[bytes]:
+    return [f for f in _secret_forms() if f in data]
+
+
+@pytest.mark.parametrize(
+    "value, kept",
+    [
+        (f"user:{PW}@proxy.corp:3128", "***@proxy.corp:3128"),
+        (f"http://user:{PW}@proxy.corp:3128", "http://***@proxy.corp:3128"),
+        (f"http://user:{PW}@proxy.corp:3128/", "http://***@proxy.corp:3128/"),
+        (f"HTTPS://user:{PW}@proxy.corp", "HTTPS://***@proxy.corp"),
+        (f"socks5://u:{PW}@h:1080", "socks5://***@h:1080"),
+        (f"socks5h://u:{PW}@[::1]:1080", "socks5h://***@[::1]:1080"),
+        ("http://user:Zq7S3cr3t%40W0rd%3AXy9@proxy.corp:3128", "http://***@proxy.corp:3128"),
+        ("http://Zq7S3cr3t%40W0rd%3AXy9@proxy.corp", "http://***@proxy.corp"),
+        ("user:Zq7S3cr3t%40W0rd%3AXy9@proxy.corp:3128", "***@proxy.corp:3128"),
+        # no '@' left between password and host, only its encoding: still not kept
+        ("http://user:Zq7S3cr3t%40W0rd:Xy9%40proxy.corp:3128", "http://***@proxy.corp:3128"),
+        ("user:Zq7S3cr3t,W0rd:Xy9@proxy.corp:3128", "***@proxy.corp:3128"),
+        (f"localhost,127.0.0.1,user:{PW}@corp.example", "***@corp.example"),
+        (f"http=user:{PW}@p1:80;https=user:{PW}@p2:443", "***@p2:443"),
+        (f"  http://user:{PW}@proxy.corp:3128", "  http://***@proxy.corp:3128"),
+    ],
+)
+def test_redact_proxy_removes_every_shape_of_credentials(value, kept):
+    out = redact_proxy(value)
+    assert out == kept
+    assert not _leaks(out.encode())
+
+
+@pytest.mark.parametrize("value", ["http://proxy.corp:3128", "socks5://127.0.0.1:1080", "proxy.corp:3128", "localhost,.corp.example,10.0.0.0/8", ""])
+def test_redact_proxy_keeps_proxies_without_credentials(value):
+    assert redact_proxy(value) == value
+    assert redact_proxy(None) is None
+
+
+def test_every_proxy_variable_is_recorded_redacted():
+    environ = {
+        "HTTPS_PROXY": f"user:{PW}@proxy.corp:3128",
+        "https_proxy": f"http://user:{PW}@proxy.corp:3128",
+        "HTTP_PROXY": "http://user:Zq7S3cr3t%40W0rd%3AXy9@proxy.corp:3128",
+        "http_proxy": "http://proxy.corp:3128",
+        "ALL_PROXY": f"socks5://u:{PW}@h:1080",
+        "all_proxy": f"socks5://u:{PW}@h:1080",
+        "FTP_PROXY": f"ftp://u:{PW}@h:21",
+        "ftp_proxy": f"u:{PW}@h:21",
+        "NO_PROXY": f"localhost,user:{PW}@corp.example",
+        "no_proxy": "localhost,127.0.0.1",
+        "SOCKS_SERVER": f"u:{PW}@h:1080",
+        "RSYNC_PROXY": f"u:{PW}@h:873",
+        "PATH": "/usr/bin",
+        "PROXY_PASSWORD_NOT_A_PROXY_VAR": PW,
+    }
+    got = proxy_environment(environ)
+    assert set(got) == set(environ) - {"PATH", "PROXY_PASSWORD_NOT_A_PROXY_VAR"}
+    assert not _leaks(json.dumps(got).encode())
+    # what carries no secret is recorded as it is
+    assert got["http_proxy"] == "http://proxy.corp:3128" and got["no_proxy"] == "localhost,127.0.0.1"
+    assert got["HTTPS_PROXY"] == "***@proxy.corp:3128" and got["NO_PROXY"] == "***@corp.example"
+
+
+def test_environment_record_has_no_credentials(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", f"user:{PW}@proxy.corp:3128")
+    monkeypatch.setenv("no_proxy", f"localhost,user:{PW}@corp.example")
+    argv = ["/usr/bin/chromium", f"--proxy-server=http://user:{PW}@proxy.corp:3128", "--proxy-server", f"u:{PW}@h:1"]
+    env = environment({"name": "Chromium", "command_line": argv}, f"http://user:{PW}@proxy.corp:3128", {})
+    text = json.dumps(env)
+    assert not _leaks(text.encode()), text
+    assert env["proxy"]["browser_proxy"] == "http://***@proxy.corp:3128"
+    assert env["proxy"]["environment"]["HTTPS_PROXY"] == "***@proxy.corp:3128"
+    assert env["browser"]["command_line"] == ["/usr/bin/chromium", "--proxy-server=http://***@proxy.corp:3128", "--proxy-server", "***@h:1"]
+    assert redact_argv(["chromium", "--headless"]) == ["chromium", "--headless"]
+    # the check's route names the proxy it went through, redacted
+    from capture.environment import _opener
+
+    assert _opener(f"http://user:{PW}@proxy.corp:3128")[1] == "through the browser's proxy http://***@proxy.corp:3128"
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["http://proxy.corp:3128", "https://proxy.corp", "socks5://127.0.0.1:1080", "socks4://h:1080",
+     f"http://user:{PW}@proxy.corp:3128", "http://[::1]:3128", "HTTP://Proxy.Corp:3128/"],
+)
+def test_check_proxy_accepts_proxy_urls(value):
+    assert check_proxy(value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"user:{PW}@proxy.corp:3128",  # no scheme
+        "proxy.corp:3128",
+        f"ftp://user:{PW}@proxy.corp:21",
+        f"http://user:{PW}@proxy.corp:99999",
+        "http://user:Zq7S3cr3t%40W0rd:Xy9%40proxy.corp:3128",  # the port is a piece of the password
+        f"http://user:{PW}@[::1:3128",
+        f"http://user:{PW}@:3128",
+        f"http://user:{PW}@proxy.corp:0",
+        f"http://user:{PW}@proxy.corp:3128/path",
+        f"http://user:{PW}@proxy.corp:3128?x=1",
+        f"http://user:{PW}@proxy corp:3128",
+        f"http://user:{PW}@proxy.corp:3128\x1b",
+        "",
+    ],
+)
+def test_malformed_proxy_is_a_usage_error_that_keeps_the_secret(value):
+    with pytest.raises(UsageError) as e:
+        check_proxy(value)
+    assert "proxy must look like" in str(e.value)
+    assert not _leaks(str(e.value).encode()), str(e.value)
+    with pytest.raises(UsageError):
+        CaptureOptions(proxy=value)
+
+
+def test_capture_page_refuses_a_malformed_proxy_before_any_browser(home, monkeypatch):
+    import capture.page
+
+    started = []
+    monkeypatch.setattr(capture.page, "Browser", lambda *a, **k: started.append(a) or pytest.fail("a browser was started"))
+    with pytest.raises(UsageError, match="no scheme"):
+        capture.page.capture_page("http://127.0.0.1:1/", case="C-1", ledger=home, proxy=f"user:{PW}@h:3128")
+    assert started == [] and home.size() == 1
+
+
+def _cli(home, *args, env=None, timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    e = dict(os.environ, EVIDENCE_HOME=str(home), COLUMNS="200")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "evidence.cli", *args], capture_output=True, text=True, env=e, timeout=timeout)
+
+
+def test_cli_malformed_proxy_fails_before_the_browser_starts(tmp_path):
+    home = tmp_path / "home"
+    assert _cli(home, "init", "--no-passphrase").returncode == 0
+    marker = tmp_path / "chromium-was-started"
+    fake = tmp_path / "chromium"
+    fake.write_text(f"#!/bin/sh\ntouch '{marker}'\nsleep 30\n")
+    fake.chmod(0o755)
+    for bad in (f"user:{PW}@127.0.0.1:3128", f"http://user:{PW}@127.0.0.1:99999", "ftp://127.0.0.1:21"):
+        started = time.monotonic()
+        p = _cli(home, "capture", "http://127.0.0.1:1/", "--case", "C-1", "--proxy", bad, env={"EVIDENCE_CHROMIUM": str(fake)})
+        elapsed = time.monotonic() - started
+        assert p.returncode == 2, (p.stdout, p.stderr)
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error:") and "proxy must look like" in lines[0], p.stderr
+        assert not _leaks((p.stdout + p.stderr).encode()) and "Traceback" not in p.stderr
+        assert not marker.exists()
+        # an interpreter start and an import, nothing more (the fake browser would sleep 30 s)
+        assert elapsed < 15
+    # control: a well-formed proxy does get as far as starting the (fake) browser
+    p = _cli(home, "capture", "http://127.0.0.1:1/", "--case", "C-1", "--proxy", "http://127.0.0.1:3128",
+             env={"EVIDENCE_CHROMIUM": str(fake)}, timeout=120)
+    assert marker.exists(), (p.returncode, p.stderr)
+
+
+class CountingProxy:
+    """An HTTP proxy on 127.0.0.1 for plain-HTTP GETs; remembers the Proxy-Authorization it saw."""
+
+    def __init__(self) -> None:
+        import urllib.request
+
+        self.auth: list[str | None] = []
+        me = self
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                me.auth.append(self.headers.get("Proxy-Authorization"))
+                try:
+                    with direct.open(self.path, timeout=10) as r:
+                        status, headers, body = r.status, r.headers, r.read()
+                except Exception as e:  # noqa: BLE001 - any upstream failure is a 502 here
+                    status, headers, body = getattr(e, "code", 502), getattr(e, "headers", {}) or {}, b""
+                self.send_response(status)
+                for k in ("Date", "Content-Type"):
+                    if headers.get(k):
+                        self.send_header(k, headers[k])
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _inflate(data: bytes) -> bytes:
+    """``data`` and, if it is gzip (a WARC is one member per record), every member inflated."""
+    import zlib
+
+    if not data.startswith(b"\x1f\x8b"):
+        return data
+    out, rest = [data], data
+    while rest.startswith(b"\x1f\x8b"):
+        d = zlib.decompressobj(31)
+        out.append(d.decompress(rest))
+        rest = d.unused_data
+    return b"".join(out)
+
+
+@pytest.mark.browser
+def test_capture_through_a_proxy_with_credentials_records_no_password(tmp_path, shop, ref):
+    import base64
+    import zipfile
+    from urllib.parse import quote
+
+    proxy = CountingProxy()
+    try:
+        home = tmp_path / "home"
+        assert _cli(home, "init", "--no-passphrase").returncode == 0
+        port = proxy.port
+        env = {
+            "HTTPS_PROXY": f"user:{PW}@127.0.0.1:{port}",
+            "http_proxy": f"http://user:{quote(PW, safe='')}@127.0.0.1:{port}",
+            "ALL_PROXY": f"socks5://user:{PW}@127.0.0.1:{port}",
+            "no_proxy": f"localhost,user:{PW}@corp.example",
+        }
+        ref.skew = 0.0
+        p = _cli(home, "capture", shop.url("/item/123"), "--case", "C-PROXY", "--operator", "Li Wei",
+                 "--proxy", f"http://user:{PW}@127.0.0.1:{port}", "--time-source", ref.url(), "--ip-echo", ref.url("/ip"),
+                 "--json", env=env)
+        assert p.returncode == 0, (p.stdout, p.stderr)
+        assert not _leaks((p.stdout + p.stderr).encode())
+        # the environment check really went through the proxy, with the credentials
+        assert f"Basic {base64.b64encode(f'user:{PW}'.encode()).decode()}" in proxy.auth
+        wacz = tmp_path / "case.wacz"
+        p = _cli(home, "export", "C-PROXY", "-o", str(wacz), env=env)
+        assert p.returncode == 0, p.stderr
+        assert not _leaks((p.stdout + p.stderr).encode())
+        envs = []
+        with zipfile.ZipFile(wacz) as z:
+            for name in z.namelist():
+                data = z.read(name)
+                leaks = _leaks(_inflate(data)) + _leaks(name.encode())
+                assert not leaks, (name, leaks)
+                if name.endswith("environment.json"):
+                    envs.append(json.loads(data))
+        # what went into the home (ledger database, artifact store) holds no password either
+        for f in home.rglob("*"):
+            if f.is_file():
+                assert not _leaks(_inflate(f.read_bytes())), f
+        # and the proxy is still on the record, redacted
+        assert envs, "no environment.json in the case file"
+        for e in envs:
+            assert e["proxy"]["browser_proxy"] == f"http://***@127.0.0.1:{port}"
+            assert e["proxy"]["environment"]["HTTPS_PROXY"] == f"***@127.0.0.1:{port}"
+            assert e["proxy"]["environment"]["no_proxy"] == "***@corp.example"
+            assert e["check"]["clock"]["route"] == f"through the browser's proxy http://***@127.0.0.1:{port}"
+    finally:
+        proxy.close()

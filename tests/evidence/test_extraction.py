@@ -151,6 +151,7 @@ def test_bad_input(home, exhibit, tmp_path):
 
 def run(home: Path, *args: str, check: int | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, EVIDENCE_HOME=str(home), COLUMNS="200")
+    env.setdefault("EVIDENCE_OFFICER_PASSPHRASE", "officer-pw")  # officers' keys are under their own passphrase
     p = subprocess.run([sys.executable, "-m", "evidence.cli", *args], capture_output=True, text=True, env=env, timeout=300)
     assert "Traceback" not in p.stderr
     if check is not None:
@@ -180,7 +181,7 @@ def test_cli_record_of_a_real_capture(tmp_path):
         ex = json.loads(run(home, "capture", shop.url("/item/123"), "--case", "SAMR-2026-017", "--operator", "Li Wei", "--record-process", "--json", check=0).stdout)["exhibits"][0]
     finally:
         shop.stop()
-    run(home, "key", "add", "--officer", "Wang Fang", check=0)
+    run(home, "key", "add", "--officer", "Wang Fang", "--badge", "SC-0002", check=0)
     run(home, "attest", str(ex["index"]), "--officer", "Wang Fang", check=0)
     run(home, "checkpoint", check=0)
     out = json.loads(run(home, "record", str(ex["index"]), "--format", "pdf", "-o", str(tmp_path / "r.pdf"), "--json", check=0).stdout)
@@ -190,6 +191,9 @@ def test_cli_record_of_a_real_capture(tmp_path):
     for a in manifest["artifacts"]:
         assert a["sha256"] in text, a["name"]
     assert "process-video.webm" in text and "Enforcement office, City AMR" in text and "Wang Fang" in text
+    assert "SC-0002" in text
+    # A real capture: Chromium hands over decoded bodies and runs headless here; the record says so.
+    assert {"transformed", "headless", "officers"} <= set(out["disclosures"]) and out["tz"] == "Asia/Shanghai"
     run(home, "record", str(ex["index"]), "--format", "docx", "-o", str(tmp_path / "r.docx"), check=0)
     assert ex["process_video"] in docx_text(tmp_path / "r.docx")
     p = run(home, "record", "0", "--format", "pdf", "-o", str(tmp_path / "x.pdf"), check=2)

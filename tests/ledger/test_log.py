@@ -98,6 +98,11 @@ def test_refuses_inconsistent_checkpoint(home):
         for level, idx, h in cr.append(leaf):
             home.store.execute_raw("UPDATE nodes SET hash = ? WHERE level = ? AND idx = ?", (h, level, idx))
     home.close()
+    # The home's own copy of the last checkpoint catches it at once.
+    with pytest.raises(RollbackError, match="another history"):
+        Ledger.open(home.home.root)
+    # Without that file (a joined home, a lost file) signing still refuses.
+    home.home.checkpoint_path.unlink()
     led = Ledger.open(home.home.root)
     led.append("custody", {"i": 7})
     with pytest.raises(RollbackError, match="not consistent"):
@@ -145,7 +150,7 @@ def test_old_key_cannot_sign_after_rotation(home):
     home.store.append_many([Draft("custody", {})], key=old_key, origin=home.origin)
     res = audit_store(home.store, home.config.trusted_vkeys)
     assert not res.ok and res.first_problem.index == 2
-    assert "not trusted" in res.first_problem.what
+    assert "not trusted" in res.first_problem.what and "retired by record 1" in res.first_problem.what
 
 
 def test_postgres_backend(pg_url, tmp_path):

@@ -194,7 +194,7 @@ def test_two_worker_processes_capture_every_job_once(team, tmp_path):
     stats = [json.loads(out) for _c, out, _e in results]
     q = Queue(a.store)
     jobs = {j.id: j for j in q.list()}
-    assert all(jobs[i].state == "done" for i in ids), [jobs[i].to_json() for i in ids]
+    assert all(jobs[i].state == "done" for i in ids), [(jobs[i].state, jobs[i].error) for i in ids]
     assert jobs[bad].state == "failed" and jobs[bad].attempts == 2 and "127.0.0.1:9" in jobs[bad].error
     done_by = [d["job"] for s in stats for d in s["done"]]
     assert sorted(done_by) == sorted(ids)  # each job sealed by exactly one worker, once

@@ -124,7 +124,10 @@ import re  # noqa: E402
 import zipfile  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
-MUTATIONS = ("flip", "flip-raw", "delete-record", "reorder-records", "swap-artifact", "resign", "rollback")
+MUTATIONS = ("flip", "flip-raw", "delete-record", "reorder-records", "swap-artifact", "resign", "rollback",
+             # forgeries with every digest and derived file recomputed (see Forger)
+             "drop-exhibit-export", "drop-export", "add-listed-file", "replace-index", "forged-warc", "two-warcs-one-url",
+             "older-export")
 
 
 @dataclass
@@ -257,7 +260,98 @@ def mutate(src: Path, dst: Path, rng: random.Random, kind: str, *, old_notes: li
                 replace(n, data.decode().replace(cur, older).encode())
         write_zip(dst, entries, True)
         return Mutation(kind, cp_name, ("checkpoint", ".tlog-proof"), True)
+    if kind in FORGERIES:
+        return FORGERIES[kind](src, dst, rng)
     raise ValueError(kind)
+
+
+def _export_index(f: Forger) -> int:
+    return int(f.case["export_record"])
+
+
+def _forge_drop_exhibit_export(src: Path, dst: Path, rng: random.Random) -> Mutation:
+    f = Forger(src)
+    ex = rng.choice([x["index"] for x in f.case["exhibits"]])
+    f.drop_record(ex)
+    f.drop_record(_export_index(f))
+    f.write(dst)
+    return Mutation("drop-exhibit-export", f"exhibit {ex} and the export record",
+                    ("case-export", "export record", f"record-{ex}.", f"record {ex} "), True)
+
+
+def _forge_drop_export(src: Path, dst: Path, rng: random.Random) -> Mutation:
+    f = Forger(src)
+    f.drop_record(_export_index(f), everywhere=rng.random() < 0.5)
+    f.write(dst)
+    return Mutation("drop-export", "the export record", ("case-export", "export record", "record-", "record "), True)
+
+
+def _forge_add_listed_file(src: Path, dst: Path, rng: random.Random) -> Mutation:
+    f = Forger(src)
+    ex = rng.choice([x["index"] for x in f.case["exhibits"]])
+    folder = rng.choice(["archive/", f"archive/{ex}-", "evidence/", f"evidence/exhibit-{ex}-", "indexes/", "pages/", ""])
+    ext = rng.choice([".warc.gz", ".png", ".json", ".cdxj", ".jsonl", ".txt"])
+    name = f"{folder}x{rng.randrange(10**6)}{ext}"
+    f.put(name, forged_warc("http://shop.example/item/1", b"<p>1</p>") if ext == ".warc.gz" else png_bytes(8, 8, (1, 2, 3)))
+    f.write(dst)
+    return Mutation("add-listed-file", name, (name,), True)
+
+
+def _forge_replace_index(src: Path, dst: Path, rng: random.Random) -> Mutation:
+    f = Forger(src)
+    lines = f.cdxj().splitlines(keepends=True)
+    how = rng.choice(["drop-line", "offset", "other-file"])
+    i = rng.randrange(len(lines))
+    if how == "drop-line":
+        del lines[i]
+    elif how == "offset":
+        lines[i] = lines[i].replace(b'"offset": "', b'"offset": "9', 1)
+    else:
+        lines[i] = re.sub(rb'"filename": "[^"]+"', b'"filename": "' + rng.choice(f.warcs()).split("/", 1)[1].encode() + b'"', lines[i])
+    f.index_override = b"".join(lines)
+    if f.index_override == f.cdxj():
+        f.index_override += b"\n"
+    f.write(dst)
+    return Mutation("replace-index", f"indexes/index.cdxj ({how})", ("indexes/index.cdxj",), True)
+
+
+def _forge_warc(src: Path, dst: Path, rng: random.Random, *, same_url: bool = False) -> Mutation:
+    f = Forger(src)
+    ex = rng.choice(f.case["exhibits"])
+    url = next(p["url"] for p in f.pages if p.get("id") == f"exhibit-{ex['index']}")
+    name = f"archive/{ex['index']}-2-page.warc.gz" if same_url else f"archive/{rng.randrange(100, 999)}-page.warc.gz"
+    f.put(name, forged_warc(url, "<html><body><p>价格 ¥1</p></body></html>".encode()))
+    names: tuple[str, ...] = (name, "indexes/index.cdxj")
+    if not same_url and rng.random() < 0.5:  # and the forger drops the export record that would name the rest
+        f.drop_record(_export_index(f))
+        names += ("case-export", "export record")
+    f.write(dst)
+    return Mutation("two-warcs-one-url" if same_url else "forged-warc", name, names, True)
+
+
+def _forge_older_export(src: Path, dst: Path, rng: random.Random) -> Mutation:
+    f = Forger(src)
+    newest = _export_index(f)
+    older = [i for i in f.records() if i != newest and f.record(i)["kind"] == "case-export"]
+    if not older:
+        raise ValueError("the case file holds no older export record")
+    e = rng.choice(older)
+    f.drop_record(newest)
+    f.case["export_record"] = e
+    f.case["exported"] = f.record(e)["time"]
+    f.write(dst)
+    return Mutation("older-export", f"export record {newest} -> {e}", (f"export record {e}", "case-export", "record-"), True)
+
+
+FORGERIES = {
+    "drop-exhibit-export": _forge_drop_exhibit_export,
+    "drop-export": _forge_drop_export,
+    "add-listed-file": _forge_add_listed_file,
+    "replace-index": _forge_replace_index,
+    "forged-warc": _forge_warc,
+    "two-warcs-one-url": lambda src, dst, rng: _forge_warc(src, dst, rng, same_url=True),
+    "older-export": _forge_older_export,
+}
 
 
 def detected(path: Path, m: Mutation, trust: list[str]) -> tuple[bool, bool, str]:
@@ -276,3 +370,104 @@ def detected(path: Path, m: Mutation, trust: list[str]) -> tuple[bool, bool, str
     assert f is not None
     msg = f"{f.where}: {f.detail}"
     return True, any(n in msg for n in m.names), msg
+
+
+# -- a forger with the project's own tools ------------------------------------------------
+
+class Forger:
+    """Rewrites a case file as a careful forger would: every digest and derived file recomputed.
+
+    ``Forger(src).write(dst)`` with no change in between re-serialises everything
+    (case.json via ``case_map_bytes``, the page list, the CDXJ index regenerated
+    from the WARCs, datapackage.json and its digest) and must verify VALID: that
+    is the control every forgery test runs first.
+    """
+
+    def __init__(self, src: Path):
+        self.entries: dict[str, tuple[zipfile.ZipInfo, bytes]] = {zi.filename: (zi, d) for zi, d in read_zip(src)}
+        self.case = json.loads(self.entries["evidence/case.json"][1])
+        self.pages = [json.loads(line) for line in self.entries["pages/pages.jsonl"][1].splitlines()]
+        self.index_override: bytes | None = None
+
+    # what a forger edits
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def data(self, name: str) -> bytes:
+        return self.entries[name][1]
+
+    def put(self, name: str, data: bytes) -> None:
+        zi = self.entries[name][0] if name in self.entries else zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+        if name not in self.entries:
+            zi.compress_type = zipfile.ZIP_STORED if name.endswith((".gz", ".png")) else zipfile.ZIP_DEFLATED
+        self.entries[name] = (zi, data)
+
+    def drop(self, name: str) -> None:
+        self.entries.pop(name, None)
+
+    def records(self) -> list[int]:
+        return sorted(int(m.group(1)) for n in self.entries if (m := re.fullmatch(r"evidence/record-(\d+)\.json", n)))
+
+    def record(self, index: int) -> dict[str, Any]:
+        return json.loads(self.data(f"evidence/record-{index}.json"))
+
+    def drop_record(self, index: int, *, everywhere: bool = True) -> None:
+        """Remove a record and its proof; with ``everywhere`` also every mention of it and, for an exhibit, its files."""
+        self.drop(f"evidence/record-{index}.json")
+        self.drop(f"evidence/record-{index}.tlog-proof")
+        if not everywhere:
+            return
+        self.case["records"] = [r for r in self.case["records"] if r["index"] != index]
+        if self.case["export_record"] == index:
+            self.case["export_record"] = None
+        for ex in [x for x in self.case["exhibits"] if x["index"] == index]:
+            self.drop(ex["manifest"])
+            for path in ex["artifacts"].values():
+                self.drop(path)
+            self.case["exhibits"].remove(ex)
+            self.pages = [p for p in self.pages if p.get("id") != f"exhibit-{index}"]
+        for a in [x for x in self.case["anchors"] if x["index"] == index]:
+            for path in a["blobs"].values():
+                self.drop(path)
+            self.case["anchors"].remove(a)
+
+    def warcs(self) -> list[str]:
+        return sorted(n for n in self.entries if n.startswith("archive/") and n.endswith((".warc.gz", ".warc")))
+
+    def cdxj(self) -> bytes:
+        """The index cdxj-indexer writes for the WARCs now in the bundle (as export does)."""
+        import tempfile
+
+        from cdxj_indexer.main import CDXJIndexer
+
+        with tempfile.TemporaryDirectory() as td:
+            inputs = []
+            for n in self.warcs():
+                p = Path(td) / n.split("/", 1)[1]
+                p.write_bytes(self.data(n))
+                inputs.append(str(p))
+            if not inputs:
+                return b""
+            out = Path(td) / "index.cdxj"
+            with open(out, "w", encoding="utf-8") as fh:
+                CDXJIndexer(output=fh, inputs=inputs, sort=True).process_all()
+            return out.read_bytes()
+
+    def write(self, dst: Path, *, fix_datapackage: bool = True) -> Path:
+        from evidence.case import case_map_bytes
+
+        self.put("evidence/case.json", case_map_bytes(self.case))
+        self.put("pages/pages.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in self.pages).encode("utf-8"))
+        self.put("indexes/index.cdxj", self.index_override if self.index_override is not None else self.cdxj())
+        write_zip(dst, list(self.entries.values()), fix_datapackage)
+        return dst
+
+
+def forged_warc(url: str, html: bytes) -> bytes:
+    """A WARC with correct block and payload digests for ``html`` at ``url``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as td:
+        p = Path(td) / "forged.warc.gz"
+        write_warc(p, url, html)
+        return p.read_bytes()

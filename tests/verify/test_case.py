@@ -46,8 +46,15 @@ def test_round_trip_verifies_every_part_with_the_pinned_key(case):
     assert [e["index"] for e in res.exhibits] == indexes
     assert {e["operator"] for e in res.exhibits} == {"李伟 Li Wei"}
     for name in ("file-digest", "datapackage-digest", "warc-digests", "checkpoint-signature", "record-signature",
-                 "prev-link", "inclusion-proof", "completeness", "derived-file", "case-map", "key-file"):
+                 "prev-link", "inclusion-proof", "completeness", "datapackage", "manifest-digest", "artifact-digest",
+                 "case-map", "key-file"):
         assert by_name(res, name) and all(c.ok for c in by_name(res, name)), name
+    assert res.complete and not res.gaps and res.export_record == summary.export_record
+    # Every file but the (unsigned) datapackage pair is bound, and says by what.
+    with zipfile.ZipFile(path) as zf:
+        assert set(res.files) == set(zf.namelist()) - {"datapackage.json", "datapackage-digest.json"}
+    assert all(f["bound_by"] for f in res.files.values())
+    assert all(e["proven"] for e in res.exhibits)
     # Every record of the case (3 exhibits, 3 custody) plus log-init and the export record has a proof.
     proved = {c.where for c in by_name(res, "inclusion-proof")}
     assert len(proved) == len(load_json(CaseReader(path).read(CASE_JSON), CASE_JSON)["records"])
@@ -136,6 +143,7 @@ def test_a_key_rotation_after_the_case_is_carried_in_the_bundle(home, tmp_path):
 @pytest.mark.parametrize("kind", MUTATIONS)
 def test_tampering_is_detected_and_named(home, tmp_path, kind):
     build_case(home, tmp_path / "a", "CASE-T", exhibits=2)
+    export_case(home, "CASE-T", tmp_path / "earlier.wacz")  # an older export record the forger may swap in
     old = [home.checkpoint().note]
     home.rotate_key()
     build_case(home, tmp_path / "b", "CASE-T", exhibits=2)
@@ -180,7 +188,8 @@ def test_the_cdxj_index_is_bound_to_the_export_record(case, tmp_path):
     write_zip(dst, forged, fix_datapackage=True)
     res = verify_case(dst, trust=trust)
     assert not res.ok
-    assert res.first_failure.name == "derived-file" and res.first_failure.where == "indexes/index.cdxj"
+    assert res.first_failure.name == "file-digest" and res.first_failure.where == "indexes/index.cdxj"
+    assert "export record" in res.first_failure.detail and "indexes/index.cdxj" not in res.files
 
 
 def test_export_refuses_an_unknown_case_and_leaves_nothing(home, tmp_path):

@@ -116,26 +116,107 @@ def test_zip_bomb_is_refused_before_inflating(genuine, tmp_path):
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB
 
 
-def test_an_entry_inflating_past_its_declared_size_is_stopped(genuine, tmp_path):
-    """The central directory lies about the size: reading stops at the declared size."""
+def lie_about_size(path: Path, name: str, declared: int) -> None:
+    """Patch the uncompressed size of ``name`` in the central directory (offset 24 of its entry)."""
+    raw = bytearray(path.read_bytes())
+    pos = raw.find(name.encode(), raw.find(b"PK\x01\x02"))
+    cd = raw.rfind(b"PK\x01\x02", 0, pos)
+    assert cd > 0
+    raw[cd + 24:cd + 28] = declared.to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+
+
+def test_an_unexpected_liar_is_refused_without_being_read(genuine, tmp_path, monkeypatch):
+    """An entry no signed statement names is refused on its name alone, lies and all."""
     src, trust = genuine
-    entries = read_zip(src)
-    payload = bytes(900_000)  # below the ratio floor, so the container check lets it in
-    bad = tmp_path / "liar.wacz"
     liar = zipfile.ZipInfo("evidence/exhibit-1-liar.html")
     liar.compress_type = zipfile.ZIP_DEFLATED
-    zip_with(bad, [*entries, (liar, payload)])
-    raw = bytearray(bad.read_bytes())
-    with zipfile.ZipFile(bad) as zf:
-        zi = zf.getinfo("evidence/exhibit-1-liar.html")
-    # Patch the uncompressed size in the central directory entry (offset 24 in it) down to 1,000.
-    pos = raw.find(b"evidence/exhibit-1-liar.html", raw.find(b"PK\x01\x02"))
-    cd = raw.rfind(b"PK\x01\x02", 0, pos)
-    assert cd > 0 and zi.file_size == 900_000
-    raw[cd + 24:cd + 28] = (1000).to_bytes(4, "little")
-    bad.write_bytes(bytes(raw))
+    bad = zip_with(tmp_path / "liar.wacz", [*read_zip(src), (liar, bytes(900_000))])
+    lie_about_size(bad, "evidence/exhibit-1-liar.html", 1000)
+    read = spy_reads(monkeypatch)
     code, msg = outcome(bad, trust)
-    assert code == 2 and "liar" in msg and "beyond its declared" in msg
+    assert code == 1 and "evidence/exhibit-1-liar.html" in msg and "refused unread" in msg
+    assert "evidence/exhibit-1-liar.html" not in read
+
+
+def test_an_expected_entry_inflating_past_its_declared_size_is_stopped(genuine, tmp_path):
+    """A lying entry the statements do expect: its declared size is checked first, then reading stops at it."""
+    src, trust = genuine
+    name = "evidence/exhibit-1-dom.html"
+    entries = read_zip(src)
+    size = next(len(d) for zi, d in entries if zi.filename == name)
+    # The forger pads the file to inflate past its true size, then declares the true size.
+    padded = [(zi, d + bytes(900_000) if zi.filename == name else d) for zi, d in entries]
+    bad = tmp_path / "liar.wacz"
+    write_zip(bad, padded, fix_datapackage=False)
+    lie_about_size(bad, name, size)
+    code, msg = outcome(bad, trust)
+    assert code == 2 and name in msg and "beyond its declared" in msg
+
+
+def test_a_lying_zip_bomb_named_datapackage_json_is_unusable(genuine, tmp_path, monkeypatch):
+    src, trust = genuine
+    entries = [(zi, d) for zi, d in read_zip(src) if zi.filename != "datapackage.json"]
+    dp = zipfile.ZipInfo("datapackage.json")
+    dp.compress_type = zipfile.ZIP_DEFLATED
+    bad = zip_with(tmp_path / "dp-bomb.wacz", [*entries, (dp, b" " * (200 << 20))])  # 200 MiB of blanks, about 200 KiB deflated
+    lie_about_size(bad, "datapackage.json", 4000)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    code, msg = outcome(bad, trust)
+    assert code == 2 and "datapackage.json" in msg and "beyond its declared 4000 bytes" in msg
+    assert time.perf_counter() - t0 < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: never inflated in full
+
+
+class _SparseZeros:
+    """A file wrapper that turns long runs of zeros into holes: a 1 GiB entry costs no disk."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, b):
+        if len(b) >= 1 << 16 and not any(b):
+            self.f.seek(len(b), 1)
+            return len(b)
+        return self.f.write(b)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+def spy_reads(monkeypatch) -> list[str]:
+    """Names of every entry the verifier starts to inflate or copy."""
+    seen: list[str] = []
+    real = CaseReader.iter_chunks
+
+    def spy(self, name, *a, **k):
+        seen.append(name)
+        return real(self, name, *a, **k)
+
+    monkeypatch.setattr(CaseReader, "iter_chunks", spy)
+    return seen
+
+
+@pytest.mark.parametrize("name", ["archive/9-page.warc.gz", "evidence/exhibit-1-huge.bin", "evidence/huge.bin"])
+def test_an_unlisted_gigabyte_entry_is_refused_without_reading_it(genuine, tmp_path, monkeypatch, name):
+    src, trust = genuine
+    bad = tmp_path / "huge.wacz"
+    with open(bad, "wb") as raw, zipfile.ZipFile(_SparseZeros(raw), "w") as zf:
+        for zi, data in read_zip(src):
+            zf.writestr(zi, data)
+        zi = zipfile.ZipInfo(name)
+        zi.compress_type = zipfile.ZIP_STORED
+        with zf.open(zi, "w", force_zip64=True) as out:
+            zero = bytes(1 << 20)
+            for _ in range(1024):
+                out.write(zero)
+    assert bad.stat().st_size > 1 << 30
+    read = spy_reads(monkeypatch)
+    t0 = time.perf_counter()
+    code, msg = outcome(bad, trust)
+    assert code == 1 and name in msg, msg
+    assert name not in read and time.perf_counter() - t0 < 5
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.9, 0.999])
