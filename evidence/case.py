@@ -42,14 +42,17 @@ reading anything, and streams each entry with a byte cap. It never extracts.
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import io
+import json
 import os
 import re
 import stat
 import struct
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -57,11 +60,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from . import __version__
 from .canonical import CanonicalizationError, loads
 from .digest import CHUNK
 from .errors import CaseFileError, EnvironmentProblem, IntegrityError, UsageError
-from .record import Record, utc_now
+from .keys import key_id_for
+from .record import Record, parse_record, utc_now
 
 FILE_TYPE = "evidence-chain/case-file"
 FILE_VERSION = 1
@@ -197,7 +203,6 @@ class _ZipWriter:
 
 
 def _zip_time() -> tuple[int, int, int, int, int, int]:
-    import time
 
     t = time.gmtime()
     return (max(t.tm_year, 1980), t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
@@ -483,7 +488,6 @@ def _check_can_sign(ledger: Any) -> None:
 def _tail_estimate(included: dict[int, Record], bound: dict[str, Any], exhibits: list[dict[str, Any]],
                    anchors: list[dict[str, Any]]) -> int:
     """Generous bound on the bytes written after the export record (ZIP headers included)."""
-    import json
 
     n = len(included) + 1
     proof = 64 * 46 + 4096  # at most 63 base64 hashes, plus the note
@@ -519,7 +523,6 @@ def _fsync_dir(d: Path) -> None:
 
 
 def _parse(raw: bytes, index: int) -> Record:
-    from .record import parse_record
 
     return parse_record(raw, expect_index=index)
 
@@ -531,13 +534,10 @@ def _is_gzip(store: Any, sha: str) -> bool:
 
 def _log_vkeys(ledger: Any, included: dict[int, Record]) -> list[tuple[str, str]]:
     """(key id, vkey) of every log key the bundle's records introduce (nothing else: the verifier rejects others)."""
-    import base64
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from ledger.note import vkey_for
 
-    from .keys import key_id_for
 
     out: dict[str, str] = {}
     for r in sorted(included.values(), key=lambda r: r.index):
@@ -561,7 +561,6 @@ def _temp_beside(out_path: Path) -> tuple[int, Path]:
 
 def case_map_bytes(case_map: dict[str, Any]) -> bytes:
     """The exact bytes of ``evidence/case.json`` (the verifier accepts only this form)."""
-    import json
 
     return json.dumps(case_map, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
 
@@ -576,21 +575,18 @@ def datapackage_digest(datapackage: bytes) -> bytes:
     Nothing signs this file, so the verifier accepts only this exact form: a
     changed byte in it cannot hide behind an equivalent JSON spelling.
     """
-    import json
 
     digest = {"path": DATAPACKAGE, "hash": "sha256:" + hashlib.sha256(datapackage).hexdigest()}
     return json.dumps(digest, indent=1).encode()
 
 
 def _pages_jsonl(case_id: str, pages: list[dict[str, Any]]) -> bytes:
-    import json
 
     lines = [{"format": "json-pages-1.0", "id": "pages", "title": f"Case {case_id}"}, *pages]
     return "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in lines).encode("utf-8")
 
 
 def _datapackage(case_id: str, resources: list[_Resource]) -> bytes:
-    import json
 
     now = utc_now()
     obj = {

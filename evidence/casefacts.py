@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import UsageError
+from .record import parse_record
 
 KIND = "case-info"
 FIELDS = ("cause", "party", "unit", "place")
@@ -85,7 +86,6 @@ def latest(records: Iterable[Any], case: str) -> CaseInfo | None:
 
 def case_info(ledger: Any, case: str) -> CaseInfo | None:
     """The latest case facts of ``case`` in the ledger, or None."""
-    from .record import parse_record
 
     recs = (parse_record(s.body, expect_index=s.index) for s in ledger.store.iter_records(case=case, kind=KIND))
     return latest(recs, case)

@@ -40,11 +40,16 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from ledger.anchors.run import check_anchor_record
+from ledger.log import verify_key_add
+
+from . import __version__
 from .canonical import loads
 from .casefacts import CaseInfo, case_info
 from .display import printable
 from .errors import EnvironmentProblem, EvidenceError, IntegrityError, UsageError
 from .keys import public_from_raw
+from .record import parse_record
 
 FORMATS = ("html", "pdf", "docx")
 TITLE_ZH = "电子数据提取笔录"
@@ -282,7 +287,6 @@ def build_record(
     ``office`` setting. ``tsa_roots`` (certificates) let RFC 3161 anchors be
     re-verified here; without them they are shown as not verified.
     """
-    from evidence import __version__
 
     zone = resolve_tz(tz)
     rec = ledger.exhibit_record(index)
@@ -374,8 +378,6 @@ def _capture_log(ledger: Any, arts: list[dict[str, Any]], unreadable: list[str])
 
 
 def _registered(ledger: Any) -> dict[str, Officer]:
-    from evidence.record import parse_record
-    from ledger.log import verify_key_add
 
     out: dict[str, Officer] = {}
     # Filtered by kind in the database: the bodies of every other record stay there.
@@ -391,7 +393,6 @@ def _registered(ledger: Any) -> dict[str, Officer]:
 
 
 def _attestations(ledger: Any, exhibit: Any, registered: dict[str, Officer]) -> list[Attestation]:
-    from evidence.record import parse_record
 
     found = []
     for s in ledger.store.iter_records(kind="attestation", start=exhibit.index + 1):
@@ -438,8 +439,6 @@ def _checkpoint(ledger: Any, index: int) -> dict[str, Any] | None:
 
 
 def _anchors(ledger: Any, index: int, roots: list[Any]) -> list[Anchor]:
-    from evidence.record import parse_record
-    from ledger.anchors.run import check_anchor_record
 
     notes = {c.size: c.note for c in ledger.store.checkpoints()}
 

@@ -6,11 +6,36 @@
     cp = led.checkpoint()                    # StoredCheckpoint(size, root, note, created)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .checkpoint import Checkpoint, TlogProof
-from .log import KEY_REQUEST, ROLES, Ledger, key_add_facts, verify_key_add, verify_rotation
 from .note import CosignatureVerifier, Verifier, sign_note, verify_note, vkey_for
-from .store import Store, StoredCheckpoint, StoredRecord
+from .statements import ROLES, key_add_facts, verify_key_add, verify_rotation
 from .trust import RetiredVerifier, Trust
+
+if TYPE_CHECKING:
+    from .log import KEY_REQUEST, Ledger
+    from .store import Store, StoredCheckpoint, StoredRecord
+
+# Loaded on first use: ``from ledger import merkle`` runs this file, and the
+# offline verifier must not pull in the store (SQLAlchemy) through it.
+_LAZY = {
+    "KEY_REQUEST": "log",
+    "Ledger": "log",
+    "Store": "store",
+    "StoredCheckpoint": "store",
+    "StoredRecord": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "KEY_REQUEST",

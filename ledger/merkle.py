@@ -122,6 +122,23 @@ def _memo(node: NodeSource) -> NodeSource:
     return get
 
 
+def nodes_read(walk: Callable[[NodeSource], object]) -> list[tuple[int, int]]:
+    """The ``(level, index)`` coordinates ``walk(node)`` reads, in first-read order.
+
+    Which nodes a proof or root needs depends only on the sizes, never on the
+    hashes, so the walk is run once over placeholders: a store can then fetch
+    them all in one query instead of one query per node.
+    """
+    seen: dict[tuple[int, int], None] = {}
+
+    def record(level: int, index: int) -> bytes:
+        seen[(level, index)] = None
+        return bytes(HASH_SIZE)
+
+    walk(record)
+    return list(seen)
+
+
 def subtree_hash(start: int, end: int, node: NodeSource) -> bytes:
     """MTH(D[start:end]) for an RFC 6962 subtree (start aligned to its left part)."""
     n = end - start

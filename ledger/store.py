@@ -472,20 +472,59 @@ class Store:
 
         return node
 
+    def _walk(self, conn: Connection, walk: Callable[[merkle.NodeSource], T]) -> T:
+        """Run ``walk`` (a proof or a root) over its nodes, fetched in one query.
+
+        One statement per node made a proof ~10x the cost of the same lookups
+        with bare sqlite3, nearly all of it in building the statements, and on
+        PostgreSQL it is one round trip per node.
+        """
+        coords = merkle.nodes_read(walk)
+        self.rows_read += len(coords)
+        found = self._fetch_nodes(conn, coords)
+
+        def node(level: int, idx: int) -> bytes:
+            h = found.get((level, idx))
+            if h is None:
+                raise StoreError(f"Merkle node ({level}, {idx}) is missing from the ledger")
+            return h
+
+        return walk(node)
+
+    def _fetch_nodes(self, conn: Connection, coords: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        m = self._mark
+        leaves = [idx for level, idx in coords if level == 0]
+        inner = [c for c in coords if c[0] != 0]
+        parts: list[str] = []
+        params: list[int] = []
+        if leaves:
+            parts.append(f"SELECT 0, idx, leaf FROM records WHERE idx IN ({', '.join([m] * len(leaves))})")
+            params += leaves
+        if inner:
+            # OR of point lookups, not (level, idx) IN (VALUES ...): SQLite
+            # scans the whole table for the row-value form.
+            where = " OR ".join([f"(level = {m} AND idx = {m})"] * len(inner))
+            parts.append(f"SELECT level, idx, hash FROM nodes WHERE {where}")
+            params += [x for c in inner for x in c]
+        if not parts:
+            return {}
+        rows = conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(params)).all()
+        return {(r[0], r[1]): bytes(r[2]) for r in rows}
+
     def root(self, size: int | None = None) -> tuple[int, bytes]:
         with self.engine.connect() as conn:
             n = size if size is not None else int(conn.execute(select(tree_state.c.size)).scalar_one())
             if n == 0:
                 return 0, merkle.EMPTY_ROOT
-            return n, merkle.subtree_hash(0, n, self._node_source(conn))
+            return n, self._walk(conn, lambda node: merkle.subtree_hash(0, n, node))
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         with self.engine.connect() as conn:
-            return merkle.inclusion_proof(index, size, self._node_source(conn))
+            return self._walk(conn, lambda node: merkle.inclusion_proof(index, size, node))
 
     def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         with self.engine.connect() as conn:
-            return merkle.consistency_proof(size1, size2, self._node_source(conn))
+            return self._walk(conn, lambda node: merkle.consistency_proof(size1, size2, node))
 
     def record(self, index: int) -> StoredRecord | None:
         with self.engine.connect() as conn:

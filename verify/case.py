@@ -87,8 +87,8 @@ from ledger.checkpoint import (
     parse_consistency,
     parse_proof,
 )
-from ledger.log import key_add_facts, verify_key_add, verify_rotation
 from ledger.note import CosignatureVerifier, Verifier, verify_note, vkey_for
+from ledger.statements import key_add_facts, verify_key_add, verify_rotation
 from ledger.trust import Trust, beyond_lifetime, lifetimes
 
 from .result import Check

@@ -24,8 +24,10 @@ from typing import Any
 
 from evidence import __version__
 from evidence.case import CaseReader, record_path
+from evidence.casefacts import latest
 from evidence.display import printable
 from evidence.errors import EnvironmentProblem, EvidenceError, UsageError
+from evidence.record import parse_record
 
 from .case import VerificationResult
 
@@ -77,8 +79,6 @@ def anchor_label(a: dict[str, Any]) -> str:
 
 def _case_facts(r: VerificationResult, z: CaseReader) -> list[tuple[str, Any]]:
     """Rows of the latest case-info record, only if every check of that record passed."""
-    from evidence.casefacts import latest
-    from evidence.record import parse_record
 
     recs = []
     for path in sorted({c.where for c in r.checks if c.name == "record-signature" and c.ok and c.where}):
