@@ -39,6 +39,25 @@ def drafts(n: int) -> list[Draft]:
     ]
 
 
+def bench_home(home: Path | None, records: int, *, checkpoint: bool = False) -> tuple[Path, tempfile.TemporaryDirectory | None]:
+    """A ledger of ``records`` records at ``home`` (built once, reused when it exists), else in a temp dir."""
+    tmp = None
+    if home is None:
+        tmp = tempfile.TemporaryDirectory()
+        home = Path(tmp.name) / "home"
+    if not (home / "config.json").exists():
+        led = Ledger.init(home, unencrypted=True, origin="bench.example/log")
+        t = time.perf_counter()
+        batch = 20_000
+        for i in range(0, records - 1, batch):
+            led.append_many(drafts(min(batch, records - 1 - i)))
+        if checkpoint:
+            led.checkpoint()
+        print(f"# built {led.size():,} records in {time.perf_counter() - t:.1f} s")
+        led.close()
+    return home, tmp
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)

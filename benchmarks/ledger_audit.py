@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import line, peak_rss_mib  # noqa: E402
-from benchmarks.ledger_append import drafts  # noqa: E402
+from benchmarks.ledger_append import bench_home  # noqa: E402
 from evidence.keys import public_from_raw  # noqa: E402
 from evidence.record import parse_record  # noqa: E402
 from ledger import merkle  # noqa: E402
@@ -35,20 +34,7 @@ def main() -> None:
     ap.add_argument("--home", type=Path, help="reuse/keep the ledger here")
     ap.add_argument("--sample", type=int, default=50_000, help="records for the bare-verify baseline")
     args = ap.parse_args()
-    tmp = None
-    home = args.home
-    if home is None:
-        tmp = tempfile.TemporaryDirectory()
-        home = Path(tmp.name) / "home"
-    if not (home / "config.json").exists():
-        led = Ledger.init(home, unencrypted=True, origin="bench.example/log")
-        t = time.perf_counter()
-        batch = 20_000
-        for i in range(0, args.records - 1, batch):
-            led.append_many(drafts(min(batch, args.records - 1 - i)))
-        led.checkpoint()
-        print(f"# built {led.size():,} records in {time.perf_counter() - t:.1f} s")
-        led.close()
+    home, tmp = bench_home(args.home, args.records, checkpoint=True)
     led = Ledger.open(home)
     n = led.size()
 

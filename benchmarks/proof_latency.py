@@ -16,14 +16,13 @@ import argparse
 import random
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import line  # noqa: E402
-from benchmarks.ledger_append import drafts  # noqa: E402
+from benchmarks.ledger_append import bench_home  # noqa: E402
 from ledger import merkle  # noqa: E402
 from ledger.log import Ledger  # noqa: E402
 
@@ -49,19 +48,7 @@ def main() -> None:
     ap.add_argument("--proofs", type=int, default=2000)
     ap.add_argument("--home", type=Path, help="reuse/keep the ledger here")
     args = ap.parse_args()
-    tmp = None
-    home = args.home
-    if home is None:
-        tmp = tempfile.TemporaryDirectory()
-        home = Path(tmp.name) / "home"
-    if not (home / "config.json").exists():
-        led = Ledger.init(home, unencrypted=True, origin="bench.example/log")
-        t = time.perf_counter()
-        batch = 20_000
-        for i in range(0, args.leaves - 1, batch):
-            led.append_many(drafts(min(batch, args.leaves - 1 - i)))
-        print(f"# built {led.size():,} leaves in {time.perf_counter() - t:.1f} s")
-        led.close()
+    home, tmp = bench_home(args.home, args.leaves)
     led = Ledger.open(home)
     store = led.store
     n = store.size()
