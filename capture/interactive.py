@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from evidence.errors import EnvironmentProblem
 from evidence.exhibit import Exhibit
@@ -40,6 +40,9 @@ from .browser import Browser
 from .options import CaptureOptions, check_url
 from .page import _check_case, _open_ledger, _run, latest_anchor, workdir
 from .session import Interaction, PageCapture, capture_into
+
+if TYPE_CHECKING:
+    from ledger.log import AtCapture
 
 XVFB_START_TIMEOUT = 15.0
 
@@ -180,6 +183,7 @@ def capture_interactive(
     note: str | None = None,
     home: Path | str | None = None,
     ledger: Any = None,
+    at_capture: AtCapture | None = None,
     **options: Any,
 ) -> Exhibit:
     """Hand a visible browser to the investigator; seal everything as one exhibit when ``done``.
@@ -201,7 +205,7 @@ def capture_interactive(
                     note=note, anchor=anchor,
                 )
             )
-            return led.seal_exhibit(case, pc.artifacts, pc.info)
+            return led.seal_exhibit(case, pc.artifacts, pc.info, at_capture=at_capture)
     finally:
         if owned:
             led.close()

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from evidence.errors import CaptureError, EvidenceError, StoreError, UsageError
 from evidence.exhibit import Exhibit
@@ -39,6 +39,9 @@ from evidence.exhibit import Exhibit
 from .browser import Browser
 from .options import CaptureOptions, check_url
 from .session import PageCapture, capture_into
+
+if TYPE_CHECKING:
+    from ledger.log import AtCapture
 
 T = TypeVar("T")
 WORKDIR_PREFIXES = ("evidence-capture-", "evidence-batch-", "evidence-interactive-")
@@ -204,9 +207,13 @@ def capture_page(
     note: str | None = None,
     home: Path | str | None = None,
     ledger: Any = None,
+    at_capture: AtCapture | None = None,
     **options: Any,
 ) -> Exhibit:
     """Capture one page and seal it as an exhibit of ``case``.
+
+    ``at_capture``: the officers who co-sign at capture (keys unlocked before
+    the browser starts) and the facts they declare.
 
     Raises UsageError (bad URL, case or option), EnvironmentProblem (no
     browser), CaptureError (host unreachable); nothing is appended then.
@@ -227,7 +234,7 @@ def capture_page(
                     )
 
             pc = _run(go())
-            return led.seal_exhibit(case, pc.artifacts, pc.info)
+            return led.seal_exhibit(case, pc.artifacts, pc.info, at_capture=at_capture)
     finally:
         if owned:
             led.close()
@@ -242,6 +249,7 @@ def capture_many(
     home: Path | str | None = None,
     ledger: Any = None,
     progress: Progress | None = None,
+    at_capture: AtCapture | None = None,
     **options: Any,
 ) -> BatchResult:
     """Capture many pages with one browser (a fresh context each), seal them in one batch.
@@ -259,7 +267,9 @@ def capture_many(
             anchor = latest_anchor(led)
             captures = _run(_batch(urls, tmp, opts, case, operator, note, progress, result, anchor))
             if captures:
-                result.exhibits = led.seal_exhibits([(case, pc.artifacts, pc.info) for pc in captures])
+                result.exhibits = led.seal_exhibits(
+                    [(case, pc.artifacts, pc.info) for pc in captures], at_capture=at_capture
+                )
     finally:
         if owned:
             led.close()

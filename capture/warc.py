@@ -17,7 +17,6 @@ listed in the exchange's ``transformations`` and in the capture log.
 
 from __future__ import annotations
 
-import hashlib
 import http
 import io
 import os
@@ -29,6 +28,8 @@ from urllib.parse import urlsplit
 from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParser
 from warcio.utils import Digester
 from warcio.warcwriter import WARCWriter
+
+from evidence.digest import sha256_hex
 
 from .environment import rfc3339
 from .network import Hop
@@ -201,7 +202,7 @@ def _hide_credentials(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, s
     out, notes = [], []
     for k, v in headers:
         if k.lower() in SECRET_REQUEST_HEADERS:
-            v = "sha256:" + hashlib.sha256(v.encode("utf-8", "surrogateescape")).hexdigest()
+            v = "sha256:" + sha256_hex(v.encode("utf-8", "surrogateescape"))
             notes.append(f"{k} value replaced by its SHA-256 (a credential)")
         out.append((k, v))
     return out, notes

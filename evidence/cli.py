@@ -422,7 +422,7 @@ def capture(
     try:
         opts.update(_check_settings(led, time_source, max_clock_offset, ip_echo))
         if officer or facts:  # officers' keys unlocked now, before any browser starts
-            led.declare_capture(AtCapture(unlock_officers(led, officer), facts))
+            opts["at_capture"] = AtCapture(unlock_officers(led, officer), facts)
         if urls is not None:
             try:
                 lines = [ln.strip() for ln in urls.read_text("utf-8").splitlines()]

@@ -29,7 +29,6 @@ renderers take the record and write one file; both share one document model
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import html
 import io
 import json
@@ -46,6 +45,7 @@ from ledger.log import verify_key_add
 from . import __version__
 from .canonical import loads
 from .casefacts import CaseInfo, case_info
+from .digest import sha256_hex
 from .display import printable
 from .errors import EnvironmentProblem, EvidenceError, IntegrityError, UsageError
 from .keys import public_from_raw
@@ -344,7 +344,7 @@ def _read_artifact(ledger: Any, a: dict[str, Any]) -> bytes:
     with ledger.artifacts.open(a["sha256"]) as f:
         data = f.read(MAX_FACTS + 1)
     # The narrative is built from these bytes: they must be the ones the manifest fixed.
-    if hashlib.sha256(data).hexdigest() != a["sha256"]:
+    if sha256_hex(data) != a["sha256"]:
         raise IntegrityError(f"artifact {a['name']!r} in the store does not match its SHA-256 in the manifest")
     return data
 

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -74,7 +73,7 @@ class Cosigner:
 
 @dataclass(frozen=True)
 class AtCapture:
-    """Who performs an extraction and what they declare, for every exhibit sealed while it is open.
+    """Who performs an extraction and what they declare, for the exhibits sealed with it.
 
     Each officer's attestation is appended in the same transaction as the
     exhibit, right after it, signed by that officer's key. ``info`` holds
@@ -97,7 +96,6 @@ class Ledger:
         self._passphrase = passphrase
         self._key: SigningKey | None = None
         self._registered: set[str] = set()  # key ids seen in the ledger's keys table
-        self._at_capture: AtCapture | None = None
 
     # -- opening -----------------------------------------------------------
 
@@ -416,20 +414,24 @@ class Ledger:
         info: dict[str, Any],
         *,
         on_locked: Callable[[Any, list[Record]], None] | None = None,
+        at_capture: AtCapture | None = None,
     ) -> Exhibit:
         """Store the files, then the manifest, then append the record (last)."""
-        return self.seal_exhibits([(case, artifacts, info)], on_locked=on_locked)[0]
+        return self.seal_exhibits([(case, artifacts, info)], on_locked=on_locked, at_capture=at_capture)[0]
 
     def seal_exhibits(
         self,
         items: Iterable[tuple[str, Iterable[ArtifactFile], dict[str, Any]]],
         *,
         on_locked: Callable[[Any, list[Record]], None] | None = None,
+        at_capture: AtCapture | None = None,
     ) -> list[Exhibit]:
+        """Seal captured exhibits in one batch; ``at_capture`` names the officers who co-sign
+        each one in the same transaction, and the facts they declare."""
         # A key that cannot sign (wrong passphrase, not registered) must fail
         # before any artifact is stored, not leave unreferenced blobs behind.
         self.check_registered(self.key)
-        at = self._at_capture
+        at = at_capture
         if at is not None:
             for o in at.officers:
                 self.check_registered(o.key)
@@ -450,25 +452,6 @@ class Ledger:
             Exhibit(recs[i].index, recs[i], manifest, msha, arts)
             for i, (_, manifest, msha, arts) in zip(positions, staged)
         ]
-
-    def declare_capture(self, declaration: AtCapture | None) -> None:
-        """Apply ``declaration`` to every exhibit this ledger object seals from now on (None: stop)."""
-        self._at_capture = declaration
-
-    @contextlib.contextmanager
-    def at_capture(self, declaration: AtCapture) -> Iterator[AtCapture]:
-        """While open, every exhibit sealed is co-signed by ``declaration.officers`` and carries its facts.
-
-        Build the declaration (``officer_key`` for each officer) before the
-        browser starts: a wrong passphrase or an unknown officer then costs no capture.
-        """
-        if self._at_capture is not None:
-            raise UsageError("an at-capture declaration is already open on this ledger")
-        self._at_capture = declaration
-        try:
-            yield declaration
-        finally:
-            self._at_capture = None
 
     # -- checkpoints -------------------------------------------------------
 

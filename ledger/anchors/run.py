@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
+from evidence.digest import sha256_hex
 from evidence.errors import EvidenceError, IntegrityError, UsageError
 from evidence.record import parse_record
 
@@ -206,7 +207,7 @@ def anchor_checkpoint(
                     m = rec.payload.get("manifest") or {}
                     with ledger.artifacts.open(m["sha256"]) as f:
                         manifest = f.read(int(m["size"]) + 1)
-                    if hashlib.sha256(manifest).hexdigest() != m["sha256"]:
+                    if sha256_hex(manifest) != m["sha256"]:
                         raise IntegrityError(f"the manifest of exhibit {rec.index} in the store was altered")
                     receipt, check = submit_document(d, manifest)
                     return {

@@ -10,9 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import docx
 import pytest
-from pypdf import PdfReader
 
 from capture.browser import chromium_available
 from evidence.errors import UsageError
@@ -22,21 +20,11 @@ from evidence.keys import SigningKey
 from evidence.record import Draft
 from verify.ledger import audit_store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from documents import docx_text, pdf_text  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 HEX = re.compile(r"[0-9a-f]{64}")
-
-
-def docx_text(path: Path) -> str:
-    d = docx.Document(str(path))
-    parts = [p.text for p in d.paragraphs]
-    for t in d.tables:
-        for row in t.rows:
-            parts.extend(c.text for c in row.cells)
-    return "\n".join(parts)
-
-
-def pdf_text(path: Path) -> str:
-    return "\n".join(page.extract_text() or "" for page in PdfReader(str(path)).pages)
 
 
 def pdftotext(path: Path) -> str:

@@ -10,15 +10,16 @@ appears.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import docx
 import pytest
 
 from evidence.casefacts import case_info, set_case_info
@@ -31,7 +32,9 @@ from evidence.record import Draft
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "ledger"))
 sys.path.insert(0, str(ROOT / "tests" / "verify"))
+sys.path.insert(0, str(ROOT / "tests" / "evidence"))
 
+from documents import docx_text  # noqa: E402
 from test_report_layout import layout_problems  # noqa: E402
 from tsa_fixture import LocalTSA  # noqa: E402
 
@@ -206,19 +209,7 @@ def codes(rec) -> list[str]:
 
 def visible(rec) -> str:
     """The record's text as a reader sees it (HTML tags dropped, entities resolved)."""
-    import html as h
-    import re
-
-    return h.unescape(re.sub(r"<[^>]+>", " ", render_html(rec)))
-
-
-def docx_text(path: Path) -> str:
-    d = docx.Document(str(path))
-    parts = [p.text for p in d.paragraphs]
-    for t in d.tables:
-        for row in t.rows:
-            parts.extend(c.text for c in row.cells)
-    return "\n".join(parts)
+    return html.unescape(re.sub(r"<[^>]+>", " ", render_html(rec)))
 
 
 # -- every element, present with its value ------------------------------------------------
