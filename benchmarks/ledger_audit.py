@@ -4,14 +4,17 @@
 
 Builds (or reuses, with --home) a SQLite ledger of N records, then measures:
 the full audit in records/s against bare Ed25519 verification of the same
-records on one core (measured in the same run on a sample; target ratio >=
-0.7), and an inclusion proof for one record: milliseconds and rows read
-(target < 10 ms, O(log n) rows).
+records (a sample, measured in the same run) on one core and on both cores
+(one process per core, as the audit uses), target ratio >= 0.8 (issue 18);
+and an inclusion proof for one record: milliseconds and rows read (target
+< 10 ms, O(log n) rows).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import random
 import sys
 import time
@@ -28,6 +31,16 @@ from ledger.log import Ledger  # noqa: E402
 from verify.ledger import audit_store  # noqa: E402
 
 
+def bare_verify(keys: dict[str, bytes], msgs: list[tuple[str, bytes, bytes]]) -> float:
+    """Verifies/s of ``msgs`` (key id, signature, message), nothing else."""
+    pubs = {k: public_from_raw(v) for k, v in keys.items()}
+    items = [(pubs[k], sig, m) for k, sig, m in msgs]
+    t = time.perf_counter()
+    for pub, sig, m in items:
+        pub.verify(sig, m)
+    return len(items) / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=1_000_000)
@@ -39,12 +52,16 @@ def main() -> None:
     n = led.size()
 
     sample = [parse_record(s.body) for s in led.store.iter_records(end=min(n, args.sample))]
-    keys = {k: public_from_raw(v) for k, v in led.store.keys().items()}
-    msgs = [(keys[r.key_id], r.sig, r.signed_message()) for r in sample]
-    t = time.perf_counter()
-    for pub, sig, m in msgs:
-        pub.verify(sig, m)
-    bare = len(msgs) / (time.perf_counter() - t)
+    keys = led.store.keys()
+    msgs = [(r.key_id, r.sig, r.signed_message()) for r in sample]
+    bare = bare_verify(keys, msgs)
+    cores = os.cpu_count() or 1
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(cores) as pool:
+        pool.map(abs, range(cores))  # started and imported before the clock runs
+        t = time.perf_counter()
+        pool.starmap(bare_verify, [(keys, msgs[i::cores]) for i in range(cores)])
+        bare_all = len(msgs) / (time.perf_counter() - t)
     del sample, msgs
 
     t = time.perf_counter()
@@ -69,7 +86,9 @@ def main() -> None:
     print(f"# ledger audit and proofs, {n:,} records (SQLite)")
     line("audit (ours, both cores)", audit_rate, "records/s")
     line("baseline: bare Ed25519 verify, one core", bare, "verifies/s", f"(sample of {min(n, args.sample):,})")
-    line("ratio audit / bare verify", audit_rate / bare, "x", "target >= 0.7")
+    line(f"baseline: bare Ed25519 verify, {cores} processes", bare_all, "verifies/s", "incl. sending the sample")
+    line("ratio audit / bare verify, one core", audit_rate / bare, "x")
+    line(f"ratio audit / bare verify, {cores} processes", audit_rate / bare_all, "x", "target >= 0.8")
     line("inclusion proof, median", times[len(times) // 2], "ms", "target < 10 ms")
     line("inclusion proof, max of 50", times[-1], "ms")
     line("rows read per proof, max", max(rows), "rows", f"log2(n) = {n.bit_length()}")

@@ -8,6 +8,8 @@ of its own that we would not see or record.
 
 from __future__ import annotations
 
+import concurrent.futures
+import difflib
 import functools
 import json
 import os
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evidence.errors import EnvironmentProblem
+from evidence.errors import EnvironmentProblem, UsageError
 
 CANDIDATES = (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium"))
 
@@ -240,6 +242,39 @@ def _proc_command_line(executable: Path) -> list[str]:
             found.append((pid, args))
     # With several browsers launched by this process, the newest is ours.
     return max(found)[1] if found else []
+
+
+# -- device descriptors ------------------------------------------------------------
+
+
+def _read_devices() -> dict[str, dict[str, Any]]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as e:
+        raise EnvironmentProblem("the 'playwright' Python package is not installed") from e
+    with sync_playwright() as p:
+        return {name: dict(d) for name, d in p.devices.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def devices() -> dict[str, dict[str, Any]]:
+    """Playwright's device descriptors (``playwright.devices``), by name.
+
+    They are only handed out by a running driver; it is started in a thread of
+    its own so that this works inside an event loop too (the sync API refuses one).
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_read_devices).result()
+
+
+def device_descriptor(name: str) -> dict[str, Any]:
+    """The descriptor of device ``name``, or UsageError with the nearest names."""
+    known = devices()
+    if isinstance(name, str) and name in known:
+        return dict(known[name])
+    near = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(n) for n in near)}? " if near else ""
+    raise UsageError(f"unknown device {name!r}: {hint}`evidence devices` lists the {len(known)} names")
 
 
 def _playwright_version() -> str:

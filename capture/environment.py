@@ -482,3 +482,47 @@ def user_data_dir(command_line: list[str]) -> str | None:
         if a.startswith("--user-data-dir="):
             return a.split("=", 1)[1]
     return None
+
+
+def profile_check(
+    state: dict[str, Any], pages: int, user_data_dir: str | None, session: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The clean-environment check of a new browser context, before the page loads.
+
+    ``state`` is the context's storage state as the browser reports it; with a
+    saved login (``session``: its facts), the context must hold that session's
+    cookies and storage and nothing else, and the check says so.
+    """
+    cookies = state.get("cookies", [])
+    origins = state.get("origins", [])
+    profile: dict[str, Any] = {
+        "fresh_context": True,
+        "persistent_profile": False,
+        "cookies_before": len(cookies),
+        "origins_with_storage_before": len(origins),
+        "pages_before": pages,
+        "service_workers": "blocked",
+        "browser_user_data_dir": user_data_dir,
+    }
+    if session is None:
+        profile["profile"] = "fresh profile"
+        profile["statement"] = (
+            "each capture runs in a new, empty browser context (in-memory profile: no cookies, "
+            "storage, cache or history from earlier browsing); the browser itself was started "
+            "with a temporary profile directory"
+        )
+        profile["clean"] = not cookies and not origins and pages == 0
+        return profile
+    want = sorted((c["name"], c["domain"], c["path"]) for c in session.get("cookies", []))
+    have = sorted((c.get("name"), c.get("domain"), c.get("path")) for c in cookies)
+    profile["profile"] = f"logged-in session {session['name']}"
+    profile["logged_in_session"] = session["name"]
+    profile["statement"] = (
+        f"each capture runs in a new browser context started from logged-in session {session['name']} "
+        f"(made {session.get('made_at')} by {session.get('made_by') or 'unknown'}): its "
+        f"{len(want)} cookie(s) and the local storage of {len(session.get('origins_with_storage', []))} "
+        "origin(s), no cache or history; cookies the page sets during the capture are not saved back "
+        "to the session; the browser itself was started with a temporary profile directory"
+    )
+    profile["clean"] = have == want and len(origins) <= len(session.get("origins_with_storage", [])) and pages == 0
+    return profile

@@ -3,16 +3,19 @@
 A recorder does not play the stream, it keeps it: so parsing is lenient
 (unknown tags are ignored, never fatal) and only what decides *what to
 fetch next* is read: variants of a master playlist, and the media
-sequence, segment URIs, durations, the init section (``EXT-X-MAP``) and
-the end marker of a media playlist. Durations are kept in milliseconds
-because canonical JSON (our record format) has no floats.
+sequence, segment URIs, durations, the init section (``EXT-X-MAP``), the
+key of each segment (``EXT-X-KEY``), the end marker, and for Low-Latency HLS
+(RFC 8216bis) the partial segments (``EXT-X-PART``), the preload hint and
+whether the server holds blocking reloads (``EXT-X-SERVER-CONTROL``).
+Durations are kept in milliseconds because canonical JSON (our record
+format) has no floats.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from evidence.errors import CaptureError
 
@@ -38,6 +41,39 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Key:
+    """``EXT-X-KEY``: how the segments after it are encrypted (RFC 8216 4.3.2.4)."""
+
+    method: str  # NONE, AES-128, SAMPLE-AES, SAMPLE-AES-CTR, ...
+    uri: str | None = None
+    iv: bytes | None = None
+    keyformat: str = "identity"
+
+    @property
+    def decodable(self) -> bool:
+        """Whole-segment AES-128 with a key we can fetch; SAMPLE-AES and DRM key systems are not."""
+        return self.method == "AES-128" and self.keyformat == "identity" and bool(self.uri)
+
+    def summary(self) -> dict[str, str | None]:
+        return {
+            "method": self.method,
+            "uri": self.uri,
+            "keyformat": self.keyformat,
+            "iv": self.iv.hex() if self.iv else None,
+        }
+
+
+@dataclass(frozen=True)
+class Part:
+    """``EXT-X-PART``: a partial segment, published before its whole segment is."""
+
+    uri: str
+    duration_ms: int
+    independent: bool = False
+    byterange: str | None = None
+
+
+@dataclass(frozen=True)
 class Segment:
     """One media segment; ``seq`` is its media sequence number (RFC 8216 6.3.2)."""
 
@@ -46,6 +82,9 @@ class Segment:
     duration_ms: int
     init_uri: str | None = None
     discontinuity: bool = False
+    key: Key | None = None
+    #: the partial segments it was published as, when the playlist still lists them
+    parts: tuple[Part, ...] = ()
 
 
 @dataclass
@@ -54,6 +93,17 @@ class MediaPlaylist:
     media_sequence: int
     segments: list[Segment] = field(default_factory=list)
     ended: bool = False
+    #: parts of the segment still being published (sequence ``next_seq``)
+    parts: list[Part] = field(default_factory=list)
+    part_target_ms: int = 0
+    can_block_reload: bool = False
+    preload_hint: str | None = None
+    #: the key in force for the segment being published
+    key: Key | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return self.media_sequence + len(self.segments)
 
 
 @dataclass
@@ -101,6 +151,11 @@ def _media(lines: list[str], base: str) -> MediaPlaylist:
     duration: int | None = None
     init: str | None = None
     disc = False
+    key: Key | None = None
+    parts: list[Part] = []
+    part_target = 0
+    can_block = False
+    hint: str | None = None
     for ln in lines:
         if ln.startswith("#EXT-X-TARGETDURATION:"):
             target = _ms(ln.partition(":")[2])
@@ -118,15 +173,66 @@ def _media(lines: list[str], base: str) -> MediaPlaylist:
             disc = True
         elif ln.startswith("#EXT-X-ENDLIST"):
             ended = True
+        elif ln.startswith("#EXT-X-KEY:"):
+            a = _attrs(ln.partition(":")[2])
+            method = a.get("METHOD", "NONE").upper()
+            key = (
+                None
+                if method == "NONE"
+                else Key(
+                    method,
+                    urljoin(base, a["URI"]) if a.get("URI") else None,
+                    _iv(a.get("IV")),
+                    a.get("KEYFORMAT", "identity"),
+                )
+            )
+        elif ln.startswith("#EXT-X-PART-INF:"):
+            part_target = _ms(_attrs(ln.partition(":")[2]).get("PART-TARGET", "0"))
+        elif ln.startswith("#EXT-X-PART:"):
+            a = _attrs(ln.partition(":")[2])
+            if a.get("URI"):
+                parts.append(
+                    Part(
+                        urljoin(base, a["URI"]),
+                        _ms(a.get("DURATION", "0")),
+                        a.get("INDEPENDENT") == "YES",
+                        a.get("BYTERANGE"),
+                    )
+                )
+        elif ln.startswith("#EXT-X-SERVER-CONTROL:"):
+            can_block = _attrs(ln.partition(":")[2]).get("CAN-BLOCK-RELOAD") == "YES"
+        elif ln.startswith("#EXT-X-PRELOAD-HINT:"):
+            a = _attrs(ln.partition(":")[2])
+            if a.get("TYPE") == "PART" and a.get("URI") and "BYTERANGE-START" not in a:
+                hint = urljoin(base, a["URI"])
         elif ln and not ln.startswith("#"):
-            segments.append(Segment(seq + len(segments), urljoin(base, ln), duration or 0, init, disc))
+            segments.append(
+                Segment(seq + len(segments), urljoin(base, ln), duration or 0, init, disc, key, tuple(parts))
+            )
             duration = None
             disc = False
+            parts = []
     # RFC 8216 4.3.3.1 makes TARGETDURATION mandatory; a live recorder still
     # needs a poll period if a server forgets it.
     if not target:
         target = max((s.duration_ms for s in segments), default=0) or 6000
-    return MediaPlaylist(target, seq, segments, ended)
+    return MediaPlaylist(target, seq, segments, ended, parts, part_target, can_block, hint, key)
+
+
+def _iv(text: str | None) -> bytes | None:
+    if not text or not text.lower().startswith("0x"):
+        return None
+    try:
+        return bytes.fromhex(text[2:].rjust(32, "0"))[-16:]
+    except ValueError:
+        return None
+
+
+def blocking_url(playlist_url: str, msn: int, part: int | None) -> str:
+    """A blocking playlist reload (RFC 8216bis 6.2.5.2): answered once ``msn`` (and ``part``) exist."""
+    sep = "&" if urlsplit(playlist_url).query else "?"
+    q = f"_HLS_msn={msn}" + (f"&_HLS_part={part}" if part is not None else "")
+    return playlist_url + sep + q
 
 
 def looks_like_playlist(url: str, content_type: str | None) -> bool:

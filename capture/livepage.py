@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import shutil
 import signal
 import threading
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 from .browser import FLAGS, Browser
 from .fetch import Exchange
 from .frames import FRAGMENT_START, Sampler, is_init_section, joined, mp4_boxes
-from .livestream import Recorder, _decode, _environment
+from .recorder import Recorder, decode_into, environment_file
 from .warc import _split_header_map
 
 PAGE_BODY_LIMIT = 32 * 1024 * 1024
@@ -123,8 +124,10 @@ class _Page:
     async def run(self) -> None:
         rec = self.rec
         async with LiveBrowser() as b:
-            _environment(rec, b.facts.to_json() if b.facts else {})
-            ctx = await b.browser.new_context(viewport=VIEWPORT)
+            environment_file(rec, b.facts.to_json() if b.facts else {})
+            # A saved login goes in as a copy: cookies the room sets stay in this context, never saved back.
+            state = {"storage_state": json.loads(json.dumps(rec.login.storage_state))} if rec.login is not None else {}
+            ctx = await b.browser.new_context(viewport=VIEWPORT, **state)
             try:
                 page = await ctx.new_page()
                 self.cdp = await ctx.new_cdp_session(page)
@@ -306,7 +309,7 @@ class _Page:
         if self.init is not None and boxes and boxes[0] in FRAGMENT_START:
             src = joined(self.init, body, self.tmp / "joined")
         try:
-            _decode(self.rec, self.sampler, src, url)
+            decode_into(self.rec, self.sampler, src, url)
         finally:
             if src != body:
                 src.unlink(missing_ok=True)

@@ -5,729 +5,453 @@
                            duration=600, frame_interval=1.0)
     s.end_reason, s.windows, s.segments, s.frames
 
-Three ways in, one recorder:
+Several ways in, one recorder (``recorder.py``):
 
-* ``.m3u8``: a direct HLS fetcher polls the playlist and fetches every new
-  segment; each HTTP exchange goes into the WARC as it completes.
-* a progressive ``.mp4``/``.webm``: one streamed download; the bytes of each
-  window are kept as a part file so a window is provable on its own, and the
-  whole body becomes a single WARC response record when the download ends.
-* anything else is a page: Chromium plays it (``livepage.py``), every response
-  is archived and a screenshot is taken at each interval.
+* ``hls`` (``.m3u8``): a direct fetcher polls the playlist and fetches every
+  new segment; Low-Latency HLS parts are fetched as they are published, with
+  blocking reloads; AES-128 segments are archived as served (ciphertext) with
+  their key response, and decrypted only in memory to decode frames.
+* ``dash`` (``.mpd``, ``dash.py``): a dynamic MPD reloaded at its
+  ``minimumUpdatePeriod``; the best video representation and the audio.
+* ``flv`` (HTTP-FLV, ``flv.py``) and ``progressive`` (``.mp4``/``.webm``): one
+  streamed download kept as one part file per window.
+* ``page``: Chromium plays it (``livepage.py``), every response is archived
+  and a screenshot is taken at each interval.
+* ``resolve``: a room page resolved to its stream by yt-dlp (``resolve.py``),
+  then recorded as that stream's kind.
 
-Every ``window`` seconds the recorder closes the window's WARC, log and frames
-and seals them as one exhibit (``info.type = "livestream-window"``) linked to
-the previous window's manifest digest. A crash or cut loses at most the open
-window; a ``livestream-end`` record closes the session with totals. SIGINT and
-SIGTERM end the capture the same way a bound does.
+``auto`` goes by the URL's name, else by the first response's type or first
+bytes. SIGINT and SIGTERM end the capture the same way a bound does.
+``capture_rooms`` records several URLs at once, each its own session.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import shutil
 import signal
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from evidence.digest import sha256_file
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from evidence.errors import CaptureError, EvidenceError, UsageError
-from evidence.exhibit import ArtifactFile
 
-from . import hls
-from .environment import environment, now_utc, rfc3339, tool_version
-from .fetch import Exchange, Fetcher, FetchFailed, StreamWarc
-from .frames import Sampler, WrittenFrame, png_file, same_picture, thumbnail, write_png
+from . import dash, flv, hls
+from .browser import find_chromium
+from .fetch import Exchange, Fetcher, FetchFailed
+from .frames import Sampler, joined
+from .livepage import run_page
 from .options import check_url
+from .recorder import (
+    WAIT_POLL_SECONDS,
+    Limits,
+    LivestreamSession,
+    Parts,
+    PartsRecorder,
+    Progress,
+    Recorder,
+    decode_into,
+    environment_file,
+    get_hops,
+    get_when_live,
+    record_hops,
+    seal_streamed,
+    unlink,
+)
+from .resolve import Resolution, ResolvedUrl, resolve
 
-Progress = Callable[[dict[str, Any]], None]
+__all__ = ["LivestreamSession", "Limits", "RoomsResult", "capture_livestream", "capture_rooms", "stream_kind"]
 
-MEDIA_EXT = (".mp4", ".m4v", ".webm", ".mkv", ".mov", ".ogv", ".flv", ".ts")
+MODES = ("auto", "hls", "dash", "progressive", "page", "flv", "resolve")
+MEDIA_EXT = (".mp4", ".m4v", ".webm", ".mkv", ".mov", ".ogv", ".ts")
 #: the first GET of a URL whose kind we cannot tell from its name reads at most this much
 PROBE_BYTES = 2 * 1024 * 1024
 #: consecutive failed playlist fetches before the capture gives up
 MAX_PLAYLIST_ERRORS = 3
 #: no new segment for this many target durations means the stream stalled
 STALL_TARGETS = 3
+#: a key response longer than this is not an AES-128 key (16 bytes) and is not read whole
+MAX_KEY_BYTES = 4096
 #: a progressive download is decoded at the end only up to this size
 MAX_DECODE_BYTES = 4 * 1024 * 1024 * 1024
-
-END_REASONS = (
-    "duration",
-    "stream-ended",
-    "stalled",
-    "http-error",
-    "network-error",
-    "max-bytes",
-    "max-frames",
-    "interrupted",
-    "failed",
-)
-
-
-@dataclass
-class LivestreamSession:
-    """What a capture produced; every window listed here is already in the ledger."""
-
-    session: str
-    url: str
-    mode: str
-    case: str
-    started: str
-    ended: str = ""
-    end_reason: str = ""
-    windows: list[int] = field(default_factory=list)
-    window_manifests: list[str] = field(default_factory=list)
-    end_index: int | None = None
-    segments: int = 0
-    exchanges: int = 0
-    frames: int = 0
-    duplicates: int = 0
-    bytes: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "session": self.session,
-            "url": self.url,
-            "mode": self.mode,
-            "case": self.case,
-            "started": self.started,
-            "ended": self.ended,
-            "end_reason": self.end_reason,
-            "windows": self.windows,
-            "end_record": self.end_index,
-            "segments": self.segments,
-            "exchanges": self.exchanges,
-            "frames": self.frames,
-            "duplicates": self.duplicates,
-            "bytes": self.bytes,
-            "errors": self.errors,
-        }
-
-
-@dataclass(frozen=True)
-class Limits:
-    duration: float
-    max_bytes: int | None
-    max_frames: int | None
-    frame_interval: float
-    window: float
-
-    def check(self) -> None:
-        if not isinstance(self.duration, int | float) or not 0 < self.duration <= 7 * 86400:
-            raise UsageError(f"--duration must be more than 0 and at most 604800 seconds (7 days), not {self.duration!r}")
-        if not isinstance(self.frame_interval, int | float) or not 0.04 <= self.frame_interval <= 3600:
-            raise UsageError(f"--frame-interval must be between 0.04 and 3600 seconds, not {self.frame_interval!r}")
-        if not isinstance(self.window, int | float) or not 1 <= self.window <= 3600:
-            raise UsageError(f"--window must be between 1 and 3600 seconds, not {self.window!r}")
-        for name in ("max_bytes", "max_frames"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v <= 0):
-                raise UsageError(f"--{name.replace('_', '-')} must be a positive whole number, not {v!r}")
-
-
-class _Window:
-    def __init__(self, n: int, root: Path, info: dict[str, str]):
-        self.n = n
-        self.dir = root / f"w{n:06d}"
-        self.dir.mkdir(parents=True)
-        self.started = now_utc()
-        self.t0 = time.monotonic()
-        self.warc_name = f"window-{n:06d}.warc.gz"
-        self.warc = StreamWarc(self.dir / self.warc_name, {**info, "window": str(n)})
-        self.segments: list[dict[str, Any]] = []
-        self.frames: list[dict[str, Any]] = []
-        self.files: list[ArtifactFile] = []
-        self.log: list[dict[str, Any]] = []
-        self.exchanges = 0
-        self.bytes = 0
-        self.repeats_of_previous = 0
-
-    @property
-    def empty(self) -> bool:
-        return not (self.exchanges or self.frames or self.log or self.repeats_of_previous or self.files)
-
-
-class Recorder:
-    """The session's windows, bounds and log; safe to call from several threads."""
-
-    def __init__(
-        self,
-        *,
-        ledger: Any,
-        case: str,
-        url: str,
-        mode: str,
-        workdir: Path,
-        limits: Limits,
-        dedupe: bool = False,
-        operator: str | None = None,
-        note: str | None = None,
-        progress: Progress | None = None,
-    ):
-        self.ledger = ledger
-        self.case = case
-        self.url = url
-        self.mode = mode
-        self.workdir = workdir
-        self.limits = limits
-        self.dedupe = dedupe
-        self.operator = operator
-        self.note = note
-        self.progress = progress
-        self.lock = threading.RLock()
-        self.stopped = threading.Event()
-        self.stop_reason: str | None = None
-        self.signals: list[tuple[str, str]] = []  # (name, time) noted by the signal handler
-        self.t0 = time.monotonic()
-        self.deadline = self.t0 + limits.duration
-        self.result = LivestreamSession(str(uuid.uuid4()), url, mode, case, rfc3339(now_utc()))
-        self.prev_manifest: str | None = None
-        self.prev_record: int | None = None
-        self.frame_seq = 0
-        self.last_thumb: bytes | None = None
-        self.extra_files: list[ArtifactFile] = []  # added to the next sealed window (environment, ...)
-        self._last_report = 0.0
-        self.window = self._open(0)
-
-    # -- window lifecycle ------------------------------------------------------
-
-    def _open(self, n: int) -> _Window:
-        return _Window(
-            n,
-            self.workdir,
-            {
-                "operator": self.operator or "",
-                "case": self.case,
-                "note": self.note or "",
-                "isPartOf": self.case,
-                "livestream-session": self.result.session,
-                "livestream-url": self.url,
-                "time-source": "system clock of the capturing machine",
-            },
-        )
-
-    def tick(self) -> None:
-        """Seal the window if its time is up; stop at the deadline. Call often."""
-        now = time.monotonic()
-        if now >= self.deadline:
-            self.stop("duration")
-        with self.lock:
-            if now - self.window.t0 >= self.limits.window:
-                self._roll()
-        if self.progress is not None and now - self._last_report >= 1.0:
-            self._last_report = now
-            self._report("tick")
-
-    def _report(self, event: str, **facts: Any) -> None:
-        assert self.progress is not None
-        r = self.result
-        self.progress(
-            {
-                "event": event,
-                "elapsed": round(time.monotonic() - self.t0, 1),
-                "windows": len(r.windows),
-                "total_frames": r.frames,
-                "total_bytes": r.bytes,
-                "total_segments": r.segments,
-                **facts,
-            }
-        )
-
-    def _roll(self) -> None:
-        w = self.window
-        self._seal(w)
-        self.window = self._open(w.n + 1)
-
-    def _seal(self, w: _Window) -> None:
-        ended = now_utc()
-        if w.empty:
-            w.warc.close()
-            shutil.rmtree(w.dir, ignore_errors=True)
-            return
-        log_name = f"window-{w.n:06d}.log.jsonl"
-        log_path = w.dir / log_name
-        with open(log_path, "w", encoding="utf-8") as f:
-            for e in w.log:
-                f.write(json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n")
-        w.warc.metadata(
-            f"urn:evidence-chain:livestream-log:{self.result.session}:{w.n}",
-            log_path,
-            "application/x-ndjson",
-            rfc3339(ended),
-        )
-        w.warc.close()
-        files = [
-            ArtifactFile(w.warc_name, w.warc.path, "application/warc", "warc"),
-            *self.extra_files,
-            *w.files,
-            ArtifactFile(log_name, log_path, "application/x-ndjson", "capture-log"),
-        ]
-        info: dict[str, Any] = {
-            "type": "livestream-window",
-            "session": self.result.session,
-            "window": w.n,
-            "prev_window": self.prev_manifest,
-            "prev_window_record": self.prev_record,
-            "url": self.url,
-            "mode": self.mode,
-            "case": self.case,
-            "operator": self.operator,
-            "note": self.note,
-            "started": rfc3339(w.started),
-            "ended": rfc3339(ended),
-            "time_source": "system-clock",
-            "tool": tool_version(),
-            "frame_interval_ms": int(self.limits.frame_interval * 1000),
-            "window_ms": int(self.limits.window * 1000),
-            "exchanges": w.exchanges,
-            "bytes": w.bytes,
-            "segments": w.segments,
-            "frames": w.frames,
-            "dedupe": _DEDUPE if self.dedupe else None,
-            "repeats_of_previous": w.repeats_of_previous,
-            "events": [e for e in w.log if e.get("level") in ("warning", "error")],
-        }
-        ex = self.ledger.seal_exhibit(self.case, files, info)
-        self.extra_files = []
-        self.prev_manifest = ex.manifest_sha256
-        self.prev_record = ex.index
-        self.result.windows.append(ex.index)
-        self.result.window_manifests.append(ex.manifest_sha256)
-        shutil.rmtree(w.dir, ignore_errors=True)
-        if self.progress is not None:
-            self._report("window", window=w.n, record=ex.index, segments=len(w.segments), frames=len(w.frames), bytes=w.bytes)
-
-    def close(self, reason: str | None = None) -> LivestreamSession:
-        """Seal the open window and append the ``livestream-end`` record."""
-        if reason:
-            self.stop(reason)
-        with self.lock:
-            r = self.result
-            # Logged only now: a handler that logged itself could land in a
-            # window this thread was in the middle of sealing, and be lost.
-            for name, at in self.signals:
-                self.window.log.append({"time": at, "step": "signal", "message": f"received {name}", "level": "warning"})
-            r.end_reason = self.stop_reason or "failed"
-            self.log("end", f"capture ended: {r.end_reason}", reason=r.end_reason)
-            self._seal(self.window)
-            r.ended = rfc3339(now_utc())
-            rec = self.ledger.append(
-                "livestream-end",
-                {
-                    "session": r.session,
-                    "url": r.url,
-                    "mode": r.mode,
-                    "started": r.started,
-                    "ended": r.ended,
-                    "end_reason": r.end_reason,
-                    "windows": r.windows,
-                    "last_window": self.prev_manifest,
-                    "segments": r.segments,
-                    "exchanges": r.exchanges,
-                    "frames": r.frames,
-                    "duplicates": r.duplicates,
-                    "bytes": r.bytes,
-                    "errors": len(r.errors),
-                    "operator": self.operator,
-                    "tool": tool_version(),
-                },
-                case=self.case,
-            )
-            r.end_index = rec.index
-        if self.progress is not None:
-            self.progress({"event": "end", **r.to_json()})
-        return r
-
-    # -- what goes into a window ----------------------------------------------
-
-    def signalled(self, name: str) -> None:
-        """From a signal handler: note it and stop, taking no lock (this thread may hold it)."""
-        self.signals.append((name, rfc3339(now_utc())))
-        if self.stop_reason is None:
-            self.stop_reason = "interrupted"
-        self.stopped.set()
-
-    def stop(self, reason: str) -> None:
-        with self.lock:
-            if self.stop_reason is None:
-                self.stop_reason = reason
-                self.log("stop", f"stopping: {reason}", reason=reason)
-        self.stopped.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self.stopped.is_set()
-
-    def log(self, step: str, message: str, /, level: str = "info", **data: Any) -> None:
-        with self.lock:
-            self.window.log.append({**data, "time": rfc3339(now_utc()), "step": step, "message": message, "level": level})
-            if level == "error":
-                self.result.errors.append(message)
-
-    def bytes_left(self) -> int | None:
-        if self.limits.max_bytes is None:
-            return None
-        return max(0, self.limits.max_bytes - self.result.bytes)
-
-    def exchange(self, ex: Exchange, *, segment: dict[str, Any] | None = None, counted: bool = False) -> None:
-        """Archive one HTTP exchange in the open window (its body is streamed from disk)."""
-        with self.lock:
-            w = self.window
-            w.warc.fetched(ex)
-            w.exchanges += 1
-            self.result.exchanges += 1
-            if not counted:
-                w.bytes += ex.size
-                self.result.bytes += ex.size
-            for n in ex.notes:
-                self.log("warc", f"{ex.url}: {n}")
-            if segment is not None:
-                w.segments.append({**segment, "url": ex.url, "sha256": ex.sha256, "size": ex.size, "status": ex.status})
-                self.result.segments += 1
-            cap = self.limits.max_bytes
-            if ex.truncated == "length" or (cap is not None and self.result.bytes >= cap):
-                self.stop("max-bytes")
-
-    def add_file(self, af: ArtifactFile) -> None:
-        """A file that belongs to the open window (a progressive part, the environment)."""
-        with self.lock:
-            self.window.files.append(af)
-
-    def frame_image(self, image: Any, kind: str, **facts: Any) -> bool:
-        """Store a decoded frame (a Pillow image) unless it repeats the last one."""
-        thumb = thumbnail(image) if self.dedupe else None
-        return self._frame(lambda p: write_png(image, p), thumb, kind, facts)
-
-    def frame_png(self, data: bytes, kind: str, **facts: Any) -> bool:
-        """Store a PNG the browser made (a screenshot)."""
-        thumb = None
-        if self.dedupe:
-            from PIL import Image
-
-            with Image.open(io.BytesIO(data)) as im:
-                thumb = thumbnail(im)
-
-        def write(p: Path) -> WrittenFrame:
-            p.write_bytes(data)
-            return png_file(p)
-
-        return self._frame(write, thumb, kind, facts)
-
-    def _frame(self, write: Callable[[Path], WrittenFrame], thumb: bytes | None, kind: str, facts: dict[str, Any]) -> bool:
-        with self.lock:
-            w = self.window
-            if thumb is not None and same_picture(self.last_thumb, thumb):
-                if w.frames:
-                    w.frames[-1]["repeats"] += 1
-                else:
-                    w.repeats_of_previous += 1
-                self.result.duplicates += 1
-                return False
-            if self.limits.max_frames is not None and self.result.frames >= self.limits.max_frames:
-                self.stop("max-frames")
-                return False
-            self.frame_seq += 1
-            name = f"{'screen' if kind == 'screenshot' else 'frame'}-{self.frame_seq:07d}.png"
-            wf = write(w.dir / name)
-            self.last_thumb = thumb
-            w.files.append(ArtifactFile(name, wf.path, "image/png", kind))
-            w.frames.append(
-                {"name": name, "sha256": wf.sha256, "kind": kind, "time": rfc3339(now_utc()), "repeats": 0, **facts}
-            )
-            self.result.frames += 1
-            if self.limits.max_frames is not None and self.result.frames >= self.limits.max_frames:
-                self.stop("max-frames")
-            return True
-
-    def wait(self, seconds: float) -> None:
-        """Sleep up to ``seconds``, sealing windows on time and waking on stop."""
-        end = time.monotonic() + seconds
-        while not self.stopping:
-            self.tick()
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            self.stopped.wait(min(left, 0.2))
-
-
-_DEDUPE = {
-    "method": "grayscale thumbnail, 96 px wide; same if no pixel differs by more than 10 of 255 levels",
-    "counted_in": "frames[].repeats (and repeats_of_previous for repeats at a window's start)",
-}
+#: at most this many rooms in one --urls file
+MAX_ROOMS = 64
 
 
 # -- direct HLS ---------------------------------------------------------------
 
 
-def _record_hops(rec: Recorder, hops: list[Exchange], *, segment: dict[str, Any] | None = None) -> Exchange:
-    for ex in hops[:-1]:
-        rec.exchange(ex)
-        _unlink(ex)
-    rec.exchange(hops[-1], segment=segment)
-    return hops[-1]
+class _Keys:
+    """AES-128 keys of an HLS stream: fetched once per URI, archived, kept in memory only."""
+
+    def __init__(self, rec: Recorder, fetcher: Fetcher):
+        self.rec = rec
+        self.fetcher = fetcher
+        self.keys: dict[str, bytes] = {}
+        self.said: set[str] = set()
+
+    def key(self, k: hls.Key) -> bytes | None:
+        """The key bytes, or None when the stream cannot be decoded (and the capture says why)."""
+        rec = self.rec
+        if not k.decodable:
+            what = f"{k.method}" + (f" (KEYFORMAT {k.keyformat})" if k.keyformat != "identity" else "")
+            if what not in self.said:
+                self.said.add(what)
+                rec.facts["encryption"] = {
+                    "method": k.method,
+                    "keyformat": k.keyformat,
+                    "decoded": False,
+                    "why": "SAMPLE-AES and DRM key systems: segments archived as served, no frames decoded",
+                }
+                rec.log(
+                    "key",
+                    f"segments are encrypted with {what}: archived as served, not decoded",
+                    level="warning",
+                )
+            return None
+        assert k.uri is not None
+        if k.uri in self.keys:
+            return self.keys[k.uri]
+        hops = get_hops(rec, self.fetcher, k.uri)
+        if hops is None:
+            rec.stop("network-error")
+            return None
+        ex = record_hops(rec, hops)
+        try:
+            if not ex.ok or ex.body is None or ex.size != 16:
+                why = (
+                    f"answered {ex.status_line}"
+                    if not ex.ok
+                    else f"returned {ex.size} bytes, not a 16-byte AES-128 key"
+                )
+                rec.log(
+                    "key",
+                    f"key {k.uri} {why}: the segments could not be decrypted; capture stopped",
+                    level="error",
+                    status=ex.status,
+                )
+                rec.stop("http-error")
+                return None
+            data = ex.body.read_bytes()
+        finally:
+            unlink(ex)
+        self.keys[k.uri] = data
+        rec.facts["encryption"] = {
+            "method": "AES-128",
+            "decoded": True,
+            "how": "segments archived as served (ciphertext) with their key response; decrypted in memory only, to decode frames",
+        }
+        rec.add_info("keys", {"uri": k.uri, "sha256": ex.sha256, "size": ex.size, "method": k.method})
+        rec.log("key", f"AES-128 key {k.uri} fetched and archived", sha256=ex.sha256)
+        return data
 
 
-def _unlink(ex: Exchange) -> None:
-    if ex.body is not None:
-        ex.body.unlink(missing_ok=True)
+def _decrypt(path: Path, key: bytes, iv: bytes) -> io.BytesIO:
+    """AES-128-CBC with PKCS#7 padding (RFC 8216 4.3.2.4), into memory: plaintext never touches the disk."""
+    dec = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    unpad = padding.PKCS7(128).unpadder()
+    out = io.BytesIO()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            out.write(unpad.update(dec.update(chunk)))
+    out.write(unpad.update(dec.finalize()) + unpad.finalize())
+    out.seek(0)
+    return out
 
 
-def _get(rec: Recorder, fetcher: Fetcher, url: str, **kw: Any) -> list[Exchange] | None:
-    try:
-        return fetcher.get(url, max_body=rec.bytes_left(), **kw)
-    except FetchFailed as e:
-        rec.log("fetch", f"no response: {e}", level="error", url=url)
+class _Hls:
+    """One HLS media playlist followed to its end, a bound, a stall or errors."""
+
+    def __init__(self, rec: Recorder, fetcher: Fetcher):
+        self.rec = rec
+        self.fetcher = fetcher
+        self.sampler = Sampler(int(rec.limits.frame_interval * 1000))
+        self.keys = _Keys(rec, fetcher)
+        self.inits: dict[str, Path] = {}
+        self.last_seq = -1
+        self.last_new = time.monotonic()
+        #: LL-HLS: parts fetched of the segment being published, by its sequence number
+        self.parts: dict[int, list[tuple[str, Path | None]]] = {}
+        self.hinted: str | None = None
+
+    def init(self, uri: str | None) -> Path | None:
+        if uri and uri not in self.inits:
+            ih = get_hops(self.rec, self.fetcher, uri)
+            if ih is not None:
+                iex = record_hops(self.rec, ih, segment={"seq": None, "init": True})
+                if iex.ok and iex.body is not None:
+                    self.inits[uri] = iex.body
+                else:
+                    unlink(iex)
+        return self.inits.get(uri) if uri else None
+
+    def decode(self, body: Path | io.BytesIO, seg: hls.Segment, where: str) -> None:
+        rec = self.rec
+        src: Path | io.BytesIO = body
+        if seg.key is not None:
+            key = self.keys.key(seg.key)
+            if key is None:
+                return
+            assert isinstance(body, Path)
+            try:
+                src = _decrypt(body, key, seg.key.iv or seg.seq.to_bytes(16, "big"))
+            except ValueError as e:
+                rec.log("decode", f"cannot decrypt {where}: {e}", level="warning", url=where)
+                return
+        init = self.init(seg.init_uri)
+        tmp = self.fetcher.tmpdir / "joined"
+        if init is not None:
+            if isinstance(src, io.BytesIO):
+                src = io.BytesIO(init.read_bytes() + src.getvalue())
+            else:
+                src = joined(init, src, tmp)
+        try:
+            decode_into(rec, self.sampler, src, where, seq=seg.seq)  # type: ignore[arg-type]
+        finally:
+            if isinstance(src, Path) and src == tmp:
+                src.unlink(missing_ok=True)
+
+    def segment(self, seg: hls.Segment) -> None:
+        """A whole segment: assembled from the parts already fetched, else fetched whole."""
+        rec = self.rec
+        if seg.key is not None and self.keys.key(seg.key) is None and seg.key.decodable:
+            return  # the key could not be had: the capture stops before claiming segments it cannot open
+        self.init(seg.init_uri)
+        got = self.parts.pop(seg.seq, None)
+        self.last_seq = seg.seq
+        if got is not None and seg.parts and not any(p.byterange for p in seg.parts):
+            have = {u for u, _ in got}
+            for j, p in enumerate(seg.parts):
+                if p.uri not in have and not rec.stopping:
+                    got.append((p.uri, self._part(seg.seq, j, p.uri, p.duration_ms)))
+            order = {p.uri: j for j, p in enumerate(seg.parts)}
+            got.sort(key=lambda x: order.get(x[0], len(order)))
+            bodies = [b for u, b in got if u in order]
+            if len(bodies) == len(seg.parts) and all(b is not None for b in bodies):
+                whole = self.fetcher.tmpdir / f"whole-{seg.seq}"
+                with open(whole, "wb") as out:
+                    for b in bodies:
+                        assert b is not None
+                        out.write(b.read_bytes())
+                self.decode(whole, seg, seg.uri)
+                whole.unlink(missing_ok=True)
+            else:
+                rec.log(
+                    "segment",
+                    f"segment {seg.seq}: not every part could be fetched; its frames are not decoded",
+                    level="warning",
+                )
+            for _, b in got:
+                if b is not None:
+                    b.unlink(missing_ok=True)
+            return
+        for _, b in got or []:
+            if b is not None:
+                b.unlink(missing_ok=True)
+        sh = get_hops(rec, self.fetcher, seg.uri)
+        if sh is None:
+            return
+        sex = record_hops(rec, sh, segment={"seq": seg.seq, "duration_ms": seg.duration_ms, **_enc(seg)})
+        self.last_new = time.monotonic()
+        if sex.ok and sex.body is not None:
+            self.decode(sex.body, seg, seg.uri)
+        elif not sex.ok:
+            rec.log(
+                "segment",
+                f"{sex.url} answered {sex.status_line} ({sex.size} bytes)",
+                level="warning",
+                status=sex.status,
+            )
+        unlink(sex)
+
+    def _part(self, seq: int, j: int, uri: str, duration_ms: int | None) -> Path | None:
+        """Fetch and archive one part as served; its body is kept until its segment is whole."""
+        hops = get_hops(self.rec, self.fetcher, uri)
+        if hops is None:
+            return None
+        ex = record_hops(self.rec, hops, segment={"seq": seq, "part": j, "duration_ms": duration_ms})
+        self.last_new = time.monotonic()
+        if ex.ok and ex.body is not None:
+            return ex.body
+        self.rec.log(
+            "part", f"{ex.url} answered {ex.status_line} ({ex.size} bytes)", level="warning", status=ex.status
+        )
+        unlink(ex)
         return None
 
-
-def _decode(rec: Recorder, sampler: Sampler | None, path: Path, where: str, *, final: bool = False, **facts: Any) -> None:
-    """Decode ``path`` into frames; ``final`` decodes after the stream ended, so only max_frames stops it."""
-    if sampler is None or (rec.stopping and not final):
-        return
-    cap = rec.limits.max_frames
-    try:
-        for d in sampler.frames(path):
-            rec.frame_image(d.image, "frame", pts=d.pts, time_base=d.time_base, media_ms=d.time_ms, source=where, **facts)
-            if (cap is not None and rec.result.frames >= cap) or (rec.stopping and not final):
+    def live_parts(self, pl: hls.MediaPlaylist) -> None:
+        """LL-HLS: the parts of the segment being published, then the preload hint."""
+        got = self.parts.setdefault(pl.next_seq, [])
+        have = {u for u, _ in got}
+        for p in pl.parts:
+            if self.rec.stopping:
                 return
-    except Exception as e:  # a damaged segment must not end the capture; the bytes are archived anyway
-        rec.log("decode", f"cannot decode {where}: {type(e).__name__}: {e}", level="warning", url=where)
+            if p.uri not in have and not p.byterange:
+                got.append((p.uri, self._part(pl.next_seq, len(got), p.uri, p.duration_ms)))
+                have.add(p.uri)
+        hint = pl.preload_hint
+        if hint and hint not in have and not self.rec.stopping:
+            # The server holds the request until the hinted part exists (RFC 8216bis 6.2.6).
+            got.append((hint, self._part(pl.next_seq, len(got), hint, None)))
+
+    def close(self) -> None:
+        for p in self.inits.values():
+            p.unlink(missing_ok=True)
+        for got in self.parts.values():
+            for _, b in got:
+                if b is not None:
+                    b.unlink(missing_ok=True)
+
+
+def _enc(seg: hls.Segment) -> dict[str, Any]:
+    return {"encryption": seg.key.summary()} if seg.key is not None else {}
 
 
 def run_hls(rec: Recorder, fetcher: Fetcher, url: str, first: list[Exchange] | None = None) -> None:
     """Poll a playlist and archive every segment until a bound, the end, a stall or errors."""
-    sampler = Sampler(int(rec.limits.frame_interval * 1000))
-    hops = first or _get(rec, fetcher, url)
+    hops = first or get_hops(rec, fetcher, url)
     if hops is None:
         rec.stop("network-error")
         return
-    ex = _record_hops(rec, hops)
+    ex = record_hops(rec, hops)
     if not ex.ok:
-        _unlink(ex)
+        unlink(ex)
         rec.log("playlist", f"{ex.url} answered {ex.status_line or 'nothing'}", level="error")
         rec.stop("http-error")
         return
     try:
-        pl = hls.parse(ex.body.read_text("utf-8", "replace") if ex.body else "", ex.url)
+        pl: hls.MediaPlaylist | hls.MasterPlaylist | None = hls.parse(
+            ex.body.read_text("utf-8", "replace") if ex.body else "", ex.url
+        )
     finally:
-        _unlink(ex)
+        unlink(ex)
     playlist_url = ex.url
     if isinstance(pl, hls.MasterPlaylist):
         v = pl.best()
-        rec.log("variant", f"chose the highest-bandwidth variant {v.uri}", bandwidth=v.bandwidth, resolution=v.resolution)
+        rec.log(
+            "variant",
+            f"chose the highest-bandwidth variant {v.uri}",
+            bandwidth=v.bandwidth,
+            resolution=v.resolution,
+        )
         playlist_url = v.uri
         pl = None
-    last_seq = -1
-    last_new = time.monotonic()
+    h = _Hls(rec, fetcher)
     errors = 0
-    inits: dict[str, Path] = {}
-    tmp = fetcher.tmpdir
-    while not rec.stopping:
-        if pl is None:
-            hops = _get(rec, fetcher, playlist_url)
-            ok = False
-            if hops is not None:
-                ex = _record_hops(rec, hops)
-                if ex.ok:
-                    try:
-                        parsed = hls.parse(ex.body.read_text("utf-8", "replace") if ex.body else "", ex.url)
-                        if isinstance(parsed, hls.MediaPlaylist):
-                            pl, ok = parsed, True
-                        else:
-                            rec.log("playlist", f"{ex.url} is a master playlist where a media playlist was expected", level="error")
-                    except CaptureError as e:
-                        rec.log("playlist", str(e), level="error")
-                else:
-                    rec.log("playlist", f"{ex.url} answered {ex.status_line}", level="error", status=ex.status)
-                _unlink(ex)
-            if not ok:
-                errors += 1
+    reload_url = playlist_url
+    try:
+        while not rec.stopping:
+            if pl is None:
+                hops = get_hops(rec, fetcher, reload_url)
+                ok = False
+                if hops is not None:
+                    ex = record_hops(rec, hops)
+                    if ex.ok:
+                        try:
+                            parsed = hls.parse(
+                                ex.body.read_text("utf-8", "replace") if ex.body else "", ex.url
+                            )
+                            if isinstance(parsed, hls.MediaPlaylist):
+                                pl, ok = parsed, True
+                            else:
+                                rec.log(
+                                    "playlist",
+                                    f"{ex.url} is a master playlist where a media playlist was expected",
+                                    level="error",
+                                )
+                        except CaptureError as e:
+                            rec.log("playlist", str(e), level="error")
+                    else:
+                        rec.log(
+                            "playlist", f"{ex.url} answered {ex.status_line}", level="error", status=ex.status
+                        )
+                    unlink(ex)
+                if not ok:
+                    errors += 1
+                    if rec.stopping:
+                        break
+                    if errors >= MAX_PLAYLIST_ERRORS:
+                        rec.stop("network-error" if hops is None else "http-error")
+                        break
+                    rec.wait(1.0)
+                    continue
+                errors = 0
+            assert isinstance(pl, hls.MediaPlaylist)
+            target_s = pl.target_duration_ms / 1000
+            new = [s for s in pl.segments if s.seq > h.last_seq]
+            if new and h.last_seq >= 0 and new[0].seq > h.last_seq + 1:
+                rec.log(
+                    "playlist",
+                    f"segments {h.last_seq + 1}..{new[0].seq - 1} left the playlist before they could be fetched",
+                    level="warning",
+                )
+            if h.last_seq < 0 and pl.parts and len(new) > 1:
+                # LL-HLS: start at the live edge, as a player does; older segments are history, not live.
+                new = new[-1:]
+            for seg in new:
                 if rec.stopping:
                     break
-                if errors >= MAX_PLAYLIST_ERRORS:
-                    rec.stop("network-error" if hops is None else "http-error")
-                    break
-                rec.wait(1.0)
-                continue
-            errors = 0
-        assert pl is not None
-        target_s = pl.target_duration_ms / 1000
-        new = [s for s in pl.segments if s.seq > last_seq]
-        if new and last_seq >= 0 and new[0].seq > last_seq + 1:
-            rec.log("playlist", f"segments {last_seq + 1}..{new[0].seq - 1} left the playlist before they could be fetched", level="warning")
-        for seg in new:
+                h.segment(seg)
+                rec.tick()
+            low_latency = bool(pl.part_target_ms and (pl.parts or pl.preload_hint))
+            if low_latency and not rec.stopping and not pl.ended:
+                h.live_parts(pl)
+                rec.tick()
             if rec.stopping:
                 break
-            init_path = None
-            if seg.init_uri and seg.init_uri not in inits:
-                ih = _get(rec, fetcher, seg.init_uri)
-                if ih is not None:
-                    iex = _record_hops(rec, ih, segment={"seq": None, "init": True})
-                    if iex.ok and iex.body is not None:
-                        inits[seg.init_uri] = iex.body
-                    else:
-                        _unlink(iex)
-            if seg.init_uri:
-                init_path = inits.get(seg.init_uri)
-            sh = _get(rec, fetcher, seg.uri)
-            last_seq = seg.seq
-            if sh is None:
-                continue
-            facts = {"seq": seg.seq, "duration_ms": seg.duration_ms}
-            sex = _record_hops(rec, sh, segment=facts)
-            last_new = time.monotonic()
-            if sex.ok and sex.body is not None:
-                src = sex.body
-                if init_path is not None:
-                    src = _joined(init_path, sex.body, tmp / "joined")
-                _decode(rec, sampler, src, seg.uri, seq=seg.seq)
-                if src != sex.body:
-                    src.unlink(missing_ok=True)
-            elif not sex.ok:
-                rec.log("segment", f"{sex.url} answered {sex.status_line} ({sex.size} bytes)", level="warning", status=sex.status)
-            _unlink(sex)
-            rec.tick()
-        if rec.stopping:
-            break
-        if pl.ended and (not pl.segments or last_seq >= pl.segments[-1].seq):
-            rec.log("playlist", "#EXT-X-ENDLIST: the stream has ended")
-            rec.stop("stream-ended")
-            break
-        if time.monotonic() - last_new > STALL_TARGETS * target_s:
-            rec.log(
-                "playlist",
-                f"no new segment for {time.monotonic() - last_new:.1f} s ({STALL_TARGETS} target durations)",
-                level="warning",
-            )
-            rec.stop("stalled")
-            break
-        # RFC 8216 6.3.4: reload after one target duration, half of it when nothing changed.
-        rec.wait(target_s if new else target_s / 2)
-        pl = None
-    for p in inits.values():
-        p.unlink(missing_ok=True)
-
-
-def _joined(init: Path, seg: Path, dest: Path) -> Path:
-    from .frames import joined
-
-    return joined(init, seg, dest)
+            if pl.ended and (not pl.segments or h.last_seq >= pl.segments[-1].seq):
+                rec.log("playlist", "#EXT-X-ENDLIST: the stream has ended")
+                rec.stop("stream-ended")
+                break
+            if time.monotonic() - h.last_new > STALL_TARGETS * target_s:
+                rec.log(
+                    "playlist",
+                    f"no new segment for {time.monotonic() - h.last_new:.1f} s ({STALL_TARGETS} target durations)",
+                    level="warning",
+                )
+                rec.stop("stalled")
+                break
+            if low_latency and pl.can_block_reload:
+                # Blocking reload: the server answers when the next part exists, no polling delay.
+                nxt = len(h.parts.get(pl.next_seq, []))
+                reload_url = hls.blocking_url(playlist_url, pl.next_seq, nxt)
+            else:
+                # RFC 8216 6.3.4: reload after one target duration, half of it when nothing changed.
+                reload_url = playlist_url
+                wait = pl.part_target_ms / 1000 if low_latency else (target_s if new else target_s / 2)
+                rec.wait(wait)
+            pl = None
+    finally:
+        h.close()
 
 
 # -- progressive download -------------------------------------------------------
 
 
-class _Parts:
-    """The bytes of each window as a part file, so a window proves its share of the download."""
-
-    def __init__(self, rec: Recorder, url: str):
-        self.rec = rec
-        self.url = url
-        self.offset = 0
-        self.f: Any = None
-        self.window = -1
-        self.path: Path | None = None
-        self.start = 0
-
-    def write(self, data: bytes) -> bool:
-        w = self.rec.window
-        if self.f is None or self.window != w.n:
-            self.open(w.n)
-        self.f.write(data)
-        self.offset += len(data)
-        self.rec.result.bytes += len(data)
-        w.bytes += len(data)
-        self.rec.tick()
-        return not self.rec.stopping
-
-    def open(self, n: int) -> None:
-        self.close()
-        self.window = n
-        self.start = self.offset
-        w = self.rec.window
-        name = f"media-{n:06d}.part"
-        self.path = w.dir / name
-        self.f = open(self.path, "wb")
-        # Added now so the part is sealed with the window even if the download dies.
-        self.rec.add_file(ArtifactFile(name, self.path, "application/octet-stream", "media-part"))
-        w.segments.append({"part": name, "url": self.url, "offset": self.start})
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-            self.f = None
-
-
-class _PartsRecorder(Recorder):
-    """Closes the current part file before its window is sealed, recording its size and digest."""
-
-    parts: _Parts | None = None
-
-    def _roll(self) -> None:
-        if self.parts is not None and self.parts.f is not None:
-            self._finish_part()
-        super()._roll()
-
-    def close(self, reason: str | None = None) -> LivestreamSession:
-        with self.lock:
-            if self.parts is not None and self.parts.f is not None:
-                self._finish_part()
-        return super().close(reason)
-
-    def _finish_part(self) -> None:
-        assert self.parts is not None and self.parts.path is not None
-        self.parts.close()
-        wf = sha256_file(self.parts.path)
-        seg = self.window.segments[-1]
-        seg.update(size=wf[1], sha256=wf[0])
-        self.result.segments += 1
-
-
 def run_progressive(rec: Recorder, fetcher: Fetcher, url: str) -> None:
     """One streamed GET; each window seals its part; the full response record closes it."""
-    assert isinstance(rec, _PartsRecorder)
-    parts = _Parts(rec, url)
+    assert isinstance(rec, PartsRecorder)
+    parts = Parts(rec, url)
     rec.parts = parts
-    try:
-        hops = fetcher.get(url, max_body=rec.bytes_left(), on_chunk=parts.write)
-    except FetchFailed as e:
-        rec.log("fetch", f"no response: {e}", level="error", url=url)
-        rec.stop("network-error")
+    hops = get_when_live(rec, fetcher, url, parts.write)
+    if hops is None:
         return
-    ex = hops[-1]
-    with rec.lock:
-        if parts.f is not None:
-            rec._finish_part()
-        for h in hops:
-            # The final body's bytes were counted part by part as they arrived.
-            rec.exchange(h, counted=h is ex)
-    if not (200 <= ex.status < 300):
-        rec.log("fetch", f"{ex.url} answered {ex.status_line}", level="error", status=ex.status)
-        rec.stop("http-error")
-    elif ex.complete:
-        rec.log("fetch", f"download complete: {ex.size} bytes")
-        if not rec.stopping:
-            rec.stop("stream-ended")
-    elif ex.truncated == "disconnect":
-        rec.log("fetch", f"connection lost after {ex.size} bytes: {'; '.join(ex.notes)}", level="error")
-        rec.stop("network-error")
+    ex = seal_streamed(rec, hops, "download complete")
     if ex.body is not None and ex.size and ex.size <= MAX_DECODE_BYTES and 200 <= ex.status < 300:
         # Decoded frames come last: a file whose index sits at its end cannot be
         # decoded while it is still arriving.
-        _decode(rec, Sampler(int(rec.limits.frame_interval * 1000)), ex.body, ex.url, final=True)
+        decode_into(rec, Sampler(int(rec.limits.frame_interval * 1000)), ex.body, ex.url, final=True)
     for h in hops:
-        _unlink(h)
+        unlink(h)
 
 
 # -- entry point ----------------------------------------------------------------
@@ -737,22 +461,72 @@ def stream_kind(url: str) -> str:
     path = urlsplit(url).path.lower()
     if path.endswith(".m3u8"):
         return "hls"
+    if path.endswith(".mpd"):
+        return "dash"
+    if path.endswith(".flv"):
+        return "flv"
     if path.endswith(MEDIA_EXT):
         return "progressive"
     return "unknown"
 
 
+def kind_of_response(ex: Exchange) -> str:
+    """What a first response is, by its type and, when that says nothing useful, its first bytes."""
+    ct = (ex.header("content-type") or "").split(";")[0].strip().lower()
+    head = b""
+    if ex.body is not None and ex.size:
+        with open(ex.body, "rb") as f:
+            head = f.read(512)
+    if hls.looks_like_playlist(ex.url, ct) or head.lstrip(b"\xef\xbb\xbf").startswith(b"#EXTM3U"):
+        return "hls"
+    if dash.looks_like_mpd(ct, head):
+        return "dash"
+    if ct in ("video/x-flv", "video/flv") or head.startswith(b"FLV\x01"):
+        return "flv"
+    if ct.split("/")[0] in ("video", "audio"):
+        return "progressive"
+    return "page"
+
+
+def resolve_room(url: str, login: Any = None) -> str:
+    """``--mode resolve``: a room page to the URL of its stream (``resolve.py``, yt-dlp's extractors).
+
+    Runs before anything is recorded, so a page with no stream is one line
+    (exit 2) and nothing sealed. The returned URL carries the resolution:
+    the job puts its facts into every window and the end record, and the
+    page fetches the resolver made into the first window's WARC.
+    """
+    return ResolvedUrl(resolve(url, login))
+
+
+def _resolved(rec: Recorder, r: Resolution) -> None:
+    """A resolved room's facts into the exhibit and its page fetches into the first window's WARC."""
+    try:
+        rec.facts["resolved"] = r.facts
+        f = r.facts
+        rec.log(
+            "resolve",
+            f"{f['room_url']} resolved by yt-dlp {f['version']} ({f['extractor']}) to {f['recorded_url']}",
+            extractor=f["extractor"],
+            fetches=len(r.exchanges),
+        )
+        for ex in r.exchanges:
+            rec.exchange(ex)
+    finally:
+        r.close()
+
+
 @contextmanager
-def _signals(rec: Recorder) -> Iterator[None]:
+def _signals(stop: Callable[[str], None], stopping: Callable[[], bool]) -> Iterator[None]:
     """SIGINT/SIGTERM end the capture like a bound; a second Ctrl-C aborts."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, _frame: Any) -> None:
-        if rec.stopping and signum == signal.SIGINT:
+        if stopping() and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        rec.signalled(signal.Signals(signum).name)
+        stop(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -760,6 +534,35 @@ def _signals(rec: Recorder) -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _check_login(login: Any, mode: str) -> None:
+    # Only the page-mode browser carries a saved login; the direct stream fetcher sends no cookies.
+    # The resolver of --mode resolve sends them too, to the room page (not to the stream).
+    if login is not None and mode not in ("page", "resolve"):
+        raise UsageError(
+            "--session is used by the browser of page mode and the resolver: give --mode page or resolve"
+        )
+
+
+def _check(
+    url: str, case: Any, limits: Limits, mode: str, wait_live: float | None, login: Any = None
+) -> tuple[str, str, str]:
+    url = check_url(url)
+    if not isinstance(case, str) or not case.strip():
+        raise UsageError("a livestream capture needs a case id (--case)")
+    limits.check()
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if wait_live is not None and (not isinstance(wait_live, int | float) or not 0 < wait_live <= 7 * 86400):
+        raise UsageError(f"--wait-live must be more than 0 and at most 604800 seconds, not {wait_live!r}")
+    if mode == "resolve":
+        url = resolve_room(url, login)
+        mode = "auto"
+    kind = stream_kind(url) if mode == "auto" else mode
+    if kind == "page":
+        find_chromium()
+    return url, case.strip(), kind
 
 
 def capture_livestream(
@@ -778,29 +581,23 @@ def capture_livestream(
     home: Path | str | None = None,
     progress: Progress | None = None,
     mode: str = "auto",
+    wait_live: float | None = None,
+    login: Any = None,
 ) -> LivestreamSession:
     """Record ``url`` for ``duration`` seconds into rolling sealed windows of ``case``.
 
-    ``mode`` is ``auto`` (by the URL's name, else by the first response's
-    type), ``hls``, ``progressive`` or ``page``. Raises UsageError for bad
-    arguments and EnvironmentProblem (no browser) before anything is
-    recorded; once recording has started, problems end the capture cleanly
-    and are in the windows' logs and ``end_reason``.
+    ``mode`` is one of ``MODES``; ``auto`` goes by the URL's name, else by the
+    first response. ``wait_live`` waits up to that many seconds for the stream
+    to start (playlist there, MPD dynamic, FLV source answering) and records
+    ``duration`` seconds from then. Raises UsageError for bad arguments and
+    EnvironmentProblem (no browser, no PyAV) before anything is recorded;
+    once recording has started, problems end the capture cleanly and are in
+    the windows' logs and ``end_reason``. ``login``: a saved session
+    (``evidence.sessions.LoginSession``) the page-mode browser starts from.
     """
-    url = check_url(url)
-    if not isinstance(case, str) or not case.strip():
-        raise UsageError("a livestream capture needs a case id (--case)")
-    case = case.strip()
     limits = Limits(duration, max_bytes, max_frames, frame_interval, window)
-    limits.check()
-    if mode not in ("auto", "hls", "progressive", "page"):
-        raise UsageError(f"--mode must be auto, hls, progressive or page, not {mode!r}")
-    kind = stream_kind(url) if mode == "auto" else mode
-    if kind in ("page", "unknown"):
-        from .browser import find_chromium
-
-        if kind == "page":
-            find_chromium()
+    _check_login(login, mode)
+    url, case, kind = _check(url, case, limits, mode, wait_live, login)
     Sampler(1)  # PyAV missing: say so before anything is recorded
     owned = ledger is None
     if ledger is None:
@@ -809,76 +606,259 @@ def capture_livestream(
         ledger = Ledger.open(home)
     try:
         with tempfile.TemporaryDirectory(prefix="evidence-live-") as tmp:
-            return _capture(url, kind, Path(tmp), ledger, case, limits, dedupe, operator, note, progress)
+            job = _Job(
+                url, kind, Path(tmp), ledger, case, limits, dedupe, operator, note, progress, wait_live, login
+            )
+            with _signals(job.signalled, job.stopping):
+                return job.run()
     finally:
         if owned:
             ledger.close()
 
 
-def _capture(
-    url: str,
-    kind: str,
-    tmp: Path,
-    ledger: Any,
-    case: str,
-    limits: Limits,
-    dedupe: bool,
-    operator: str | None,
-    note: str | None,
-    progress: Progress | None,
-) -> LivestreamSession:
-    bodies = tmp / "bodies"
-    bodies.mkdir()
-    fetcher = Fetcher(bodies)
-    first: list[Exchange] | None = None
-    if kind == "unknown":
-        # Neither name nor mode says what this is: ask the server, and keep the answer.
-        try:
-            first = fetcher.get(url, max_body=PROBE_BYTES)
-        except FetchFailed as e:
-            fetcher.close()
-            raise CaptureError(f"cannot reach {e}; nothing was recorded") from None
-        ct = first[-1].header("content-type")
-        if hls.looks_like_playlist(first[-1].url, ct):
-            kind = "hls"
-        elif (ct or "").split("/")[0].strip().lower() in ("video", "audio"):
-            kind = "progressive"
-        else:
-            kind = "page"
-            from .browser import find_chromium
+@dataclass
+class RoomsResult:
+    """Several rooms recorded at once: a session per room that started, an error line per room that did not."""
 
-            find_chromium()
-    cls = _PartsRecorder if kind == "progressive" else Recorder
-    rec = cls(
-        ledger=ledger,
-        case=case,
-        url=url,
-        mode=kind,
-        workdir=tmp / "windows",
-        limits=limits,
-        dedupe=dedupe,
-        operator=operator,
-        note=note,
-        progress=progress,
+    sessions: list[LivestreamSession]
+    failed: list[tuple[str, str]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rooms": [s.to_json() for s in self.sessions],
+            "failed": [{"url": u, "error": e} for u, e in self.failed],
+        }
+
+
+def read_rooms(path: Path) -> list[str]:
+    """One URL per line; blank lines and ``#`` comments are skipped."""
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read --urls {path}: {getattr(e, 'strerror', None) or e}") from None
+    urls = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not urls:
+        raise UsageError(f"--urls {path} lists no URL")
+    if len(urls) > MAX_ROOMS:
+        raise UsageError(f"--urls {path} lists {len(urls)} URLs; at most {MAX_ROOMS} rooms at once")
+    return urls
+
+
+def capture_rooms(
+    urls: list[str],
+    *,
+    case: str,
+    duration: float,
+    concurrency: int | None = None,
+    ledger: Any = None,
+    home: Path | str | None = None,
+    mode: str = "auto",
+    wait_live: float | None = None,
+    progress: Progress | None = None,
+    **kw: Any,
+) -> RoomsResult:
+    """Record every URL at once (at most ``concurrency`` at a time), each its own windows and end record.
+
+    SIGINT/SIGTERM stop every room; each seals its open window and appends
+    its end record. Arguments are checked for every room before any starts.
+    """
+    limits = Limits(
+        duration,
+        kw.get("max_bytes"),
+        kw.get("max_frames"),
+        kw.get("frame_interval", 1.0),
+        kw.get("window", 10.0),
     )
-    failure: BaseException | None = None
-    with _signals(rec):
+    _check_login(kw.get("login"), mode)
+    checked = []
+    for n, u in enumerate(urls, 1):
+        try:
+            checked.append(_check(u, case, limits, mode, wait_live, kw.get("login")))
+        except UsageError as e:
+            raise UsageError(f"room {n}: {e}") from None
+    if concurrency is None:
+        concurrency = len(urls)
+    if not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_ROOMS:
+        raise UsageError(f"--concurrency must be between 1 and {MAX_ROOMS}, not {concurrency!r}")
+    Sampler(1)
+    owned = ledger is None
+    if ledger is None:
+        from ledger.log import Ledger
+
+        ledger = Ledger.open(home)
+    jobs: list[_Job] = []
+    stop = threading.Event()
+    sessions: dict[int, LivestreamSession] = {}
+    failed: list[tuple[int, str, str]] = []
+
+    def signalled(name: str) -> None:
+        stop.set()
+        for j in list(jobs):
+            j.signalled(name)
+
+    def one(n: int, url: str, case_: str, kind: str, tmp: Path) -> None:
+        if stop.is_set():
+            failed.append((n, url, "not started: the capture was interrupted"))
+            return
+        room_progress = None if progress is None else (lambda e: progress({**e, "room": n}))
+        job = _Job(
+            url,
+            kind,
+            tmp / f"room-{n}",
+            ledger,
+            case_,
+            limits,
+            kw.get("dedupe", False),
+            kw.get("operator"),
+            kw.get("note"),
+            room_progress,
+            wait_live,
+            kw.get("login"),
+        )
+        job.tmp.mkdir()
+        jobs.append(job)
+        try:
+            sessions[n] = job.run()
+        except EvidenceError as e:
+            failed.append((n, url, str(e)))
+
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="evidence-rooms-") as tmp,
+            ThreadPoolExecutor(concurrency, "room") as pool,
+        ):
+            with _signals(signalled, stop.is_set):
+                futures = [pool.submit(one, n, u, c, k, Path(tmp)) for n, (u, c, k) in enumerate(checked)]
+                # Waits in short steps so that the main thread runs the signal handler promptly.
+                while not all(f.done() for f in futures):
+                    time.sleep(0.2)
+                for f in futures:
+                    f.result()
+    finally:
+        if owned:
+            ledger.close()
+    return RoomsResult([sessions[n] for n in sorted(sessions)], [(u, e) for _, u, e in sorted(failed)])
+
+
+class _Job:
+    """One capture from its first request to its end record."""
+
+    def __init__(
+        self,
+        url: str,
+        kind: str,
+        tmp: Path,
+        ledger: Any,
+        case: str,
+        limits: Limits,
+        dedupe: bool,
+        operator: str | None,
+        note: str | None,
+        progress: Progress | None,
+        wait_live: float | None,
+        login: Any = None,
+    ):
+        self.url, self.kind, self.tmp, self.ledger, self.case = url, kind, tmp, ledger, case
+        self.login = login
+        self.limits, self.dedupe, self.operator, self.note, self.progress = (
+            limits,
+            dedupe,
+            operator,
+            note,
+            progress,
+        )
+        self.wait_live = wait_live
+        self.rec: Recorder | None = None
+        #: a signal before the recorder exists (still waiting for the stream to go live)
+        self.early_stop: str | None = None
+        self.stop_event = threading.Event()
+
+    def signalled(self, name: str) -> None:
+        if self.rec is not None:
+            self.rec.signalled(name)
+        else:
+            self.early_stop = name
+            self.stop_event.set()
+
+    def stopping(self) -> bool:
+        return self.rec.stopping if self.rec is not None else self.stop_event.is_set()
+
+    def run(self) -> LivestreamSession:
+        # A resolved room's URL carries its resolution; from here on it is a plain str (JSON, WARC).
+        resolution = self.url.resolution if isinstance(self.url, ResolvedUrl) else None
+        self.url = str(self.url)
+        url, tmp, limits = self.url, self.tmp, self.limits
+        bodies = tmp / "bodies"
+        bodies.mkdir()
+        fetcher = Fetcher(bodies)
+        first: list[Exchange] | None = None
+        waited: dict[str, Any] | None = None
+        t_wait = time.monotonic()
+        kind = self.kind
+        if self.wait_live is not None and kind in ("hls", "dash", "unknown"):
+            waited, kind, first = self._wait(fetcher, kind)
+            if kind == "page":
+                find_chromium()
+        if kind == "unknown":
+            # Neither name nor mode says what this is: ask the server, and keep the answer.
+            try:
+                first = fetcher.get(url, max_body=PROBE_BYTES)
+            except FetchFailed as e:
+                fetcher.close()
+                raise CaptureError(f"cannot reach {e}; nothing was recorded") from None
+            kind = kind_of_response(first[-1])
+            if kind == "page":
+                find_chromium()
+        cls = PartsRecorder if kind in ("progressive", "flv") else Recorder
+        rec = cls(
+            ledger=self.ledger,
+            case=self.case,
+            url=url,
+            mode=kind,
+            workdir=tmp / "windows",
+            limits=limits,
+            dedupe=self.dedupe,
+            operator=self.operator,
+            note=self.note,
+            progress=self.progress,
+        )
+        self.rec = rec
+        if self.login is not None:
+            rec.login = self.login
+            rec.facts["session"] = self.login.facts()
+        if self.early_stop is not None:
+            rec.signalled(self.early_stop)
+        if self.wait_live is not None:
+            if waited is not None:
+                rec.facts["wait_live"] = waited
+                rec.log(
+                    "wait-live",
+                    f"the stream went live after {waited['waited_ms'] / 1000:.1f} s ({waited['checks']} check(s))",
+                    **waited,
+                )
+            elif kind in ("progressive", "flv"):
+                rec.wait_live_until = t_wait + self.wait_live
+        failure: BaseException | None = None
         try:
             rec.log("start", f"recording {url} as {kind} for up to {limits.duration:g} s", mode=kind)
             if kind != "page":
-                _environment(rec, {})
-            if first is not None and kind != "hls":
+                environment_file(rec, {})
+            if resolution is not None:
+                _resolved(rec, resolution)
+            if first is not None and kind not in ("hls", "dash"):
                 for ex in first:
                     rec.exchange(ex)
-                    _unlink(ex)
+                    unlink(ex)
                 first = None
             if kind == "hls":
                 run_hls(rec, fetcher, url, first)
+            elif kind == "dash":
+                dash.run_dash(rec, fetcher, url, first)
             elif kind == "progressive":
                 run_progressive(rec, fetcher, url)
+            elif kind == "flv":
+                flv.run_flv(rec, fetcher, url)
             else:
-                from .livepage import run_page
-
                 run_page(rec)
         except KeyboardInterrupt:
             rec.stop("interrupted")
@@ -900,17 +880,63 @@ def _capture(
                 f"livestream capture of {url}: the open window could not be sealed ({e}); "
                 f"windows sealed as records {rec.result.windows}, no end record"
             ) from e
-    if failure is not None and session.end_reason == "failed":
-        where = f"windows sealed as records {session.windows}, end record {session.end_index}"
-        if isinstance(failure, EvidenceError):
-            failure.args = (f"{failure} ({where})",)
-            raise failure
-        raise CaptureError(f"livestream capture of {url} failed: {type(failure).__name__}: {failure} ({where})") from failure
-    return session
+        if failure is not None and session.end_reason == "failed":
+            where = f"windows sealed as records {session.windows}, end record {session.end_index}"
+            if isinstance(failure, EvidenceError):
+                failure.args = (f"{failure} ({where})",)
+                raise failure
+            raise CaptureError(
+                f"livestream capture of {url} failed: {type(failure).__name__}: {failure} ({where})"
+            ) from failure
+        return session
+
+    def _wait(self, fetcher: Fetcher, kind: str) -> tuple[dict[str, Any], str, list[Exchange] | None]:
+        """Poll until the playlist is there / the MPD is dynamic; nothing is recorded while waiting.
+
+        Returns the wait's facts, the kind, and the answer that showed the
+        stream live (kept as the capture's first exchange).
+        """
+        assert self.wait_live is not None
+        t0 = time.monotonic()
+        until = t0 + self.wait_live
+        checks = 0
+        last = "no check yet"
+        while True:
+            checks += 1
+            hops: list[Exchange] | None = None
+            try:
+                hops = fetcher.get(self.url, max_body=PROBE_BYTES)
+                ex = hops[-1]
+                last = ex.status_line
+                k = kind_of_response(ex) if kind == "unknown" else kind
+                if ex.ok and _is_live(ex, k):
+                    facts = {
+                        "waited_ms": int((time.monotonic() - t0) * 1000),
+                        "checks": checks,
+                        "timeout_ms": int(self.wait_live * 1000),
+                    }
+                    return facts, k, hops
+            except FetchFailed as e:
+                last = str(e)
+            for h in hops or []:
+                unlink(h)
+            if time.monotonic() >= until or self.stop_event.is_set():
+                fetcher.close()
+                why = "interrupted" if self.stop_event.is_set() else f"not live after {self.wait_live:g} s"
+                raise CaptureError(
+                    f"{self.url}: {why} ({checks} check(s), last: {last}); nothing was recorded"
+                )
+            self.stop_event.wait(min(WAIT_POLL_SECONDS, max(0.0, until - time.monotonic())))
 
 
-def _environment(rec: Recorder, browser: dict[str, Any]) -> None:
-    path = rec.workdir / "environment.json"
-    env = environment(browser, None, {"livestream": True})
-    path.write_text(json.dumps(env, ensure_ascii=False, indent=1, sort_keys=True), "utf-8")
-    rec.extra_files.append(ArtifactFile("environment.json", path, "application/json", "environment"))
+def _is_live(ex: Exchange, kind: str) -> bool:
+    text = ex.body.read_text("utf-8", "replace") if ex.body is not None and ex.size else ""
+    try:
+        if kind == "hls":
+            pl = hls.parse(text, ex.url)
+            return isinstance(pl, hls.MasterPlaylist) or bool(pl.segments)
+        if kind == "dash":
+            return dash.parse(text, ex.url).dynamic
+    except CaptureError:
+        return False
+    return kind in ("progressive", "flv", "page")

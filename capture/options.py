@@ -9,7 +9,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from evidence.errors import UsageError
+from evidence.sessions import LoginSession
 
+from .browser import device_descriptor
 from .environment import check_proxy
 
 
@@ -23,8 +25,9 @@ class CaptureOptions:
 
     viewport_width: int = 1366
     viewport_height: int = 768
-    device_scale_factor: int = 1
+    device_scale_factor: float = 1
     is_mobile: bool = False
+    has_touch: bool = False
     user_agent: str | None = None
     locale: str | None = None
     timezone_id: str | None = None
@@ -34,8 +37,9 @@ class CaptureOptions:
     settle_timeout: float = 5.0
     #: scroll steps (one viewport each) to trigger lazy loading; infinite scroll stops here
     max_scroll_steps: int = 30
-    #: the full-page screenshot is cut at this height (pixels); Chromium cannot draw taller
-    max_screenshot_height: int = 16384
+    #: the full-page screenshot is cut at this height (CSS pixels), with a warning; pages
+    #: taller than Chromium can draw at once (16,384 px) are shot in tiles and stitched
+    max_screenshot_height: int = 100_000
     #: MHTML snapshots come back from Chromium as one message; skip them past this size
     max_mhtml_bytes: int = 32 * 1024 * 1024
     #: seconds the whole capture may take, from start to sealed artifacts; None means
@@ -57,14 +61,37 @@ class CaptureOptions:
     max_clock_offset: float = 2.0
     #: HTTP(S) endpoint answering with the caller's public IP address (plain or JSON)
     ip_echo: str | None = None
+    #: a Playwright device descriptor name ("iPhone 13"); when set, its user agent,
+    #: viewport, scale factor, touch and mobile flags replace the fields above
+    device: str | None = None
+    #: a saved login the browser context starts from (its cookies are not written back)
+    session: LoginSession | None = None
+    #: texts the final page's rendered text must contain, else the capture is refused
+    #: (the session's own marker is added to them)
+    expect: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.device is not None:
+            d = device_descriptor(self.device)
+            # The descriptor wins over the separate fields: a device is all of them or none.
+            object.__setattr__(self, "viewport_width", int(d["viewport"]["width"]))
+            object.__setattr__(self, "viewport_height", int(d["viewport"]["height"]))
+            object.__setattr__(self, "device_scale_factor", d["device_scale_factor"])
+            object.__setattr__(self, "is_mobile", bool(d["is_mobile"]))
+            object.__setattr__(self, "has_touch", bool(d["has_touch"]))
+            object.__setattr__(self, "user_agent", d["user_agent"])
+        if self.session is not None and not isinstance(self.session, LoginSession):
+            raise UsageError("session must be a saved LoginSession (evidence.sessions)")
+        if isinstance(self.expect, str) or not all(isinstance(t, str) and t.strip() for t in self.expect):
+            raise UsageError("each expected text must be a non-empty string")
+        object.__setattr__(self, "expect", tuple(self.expect))
         for name in ("viewport_width", "viewport_height"):
             v = getattr(self, name)
             if not isinstance(v, int) or not 100 <= v <= 10000:
                 raise UsageError(f"{name} must be a whole number of pixels between 100 and 10000, not {v!r}")
-        if self.device_scale_factor not in (1, 2, 3):
-            raise UsageError(f"device_scale_factor must be 1, 2 or 3, not {self.device_scale_factor!r}")
+        v = self.device_scale_factor
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.5 <= v <= 5:
+            raise UsageError(f"device_scale_factor must be between 0.5 and 5, not {v!r}")
         for name in ("load_timeout", "settle_timeout"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 < v <= 3600:
@@ -74,6 +101,9 @@ class CaptureOptions:
             raise UsageError(f"capture_deadline must be between 1 and 86400 seconds, not {v!r}")
         if not isinstance(self.max_scroll_steps, int) or not 0 <= self.max_scroll_steps <= 1000:
             raise UsageError(f"max_scroll_steps must be between 0 and 1000, not {self.max_scroll_steps!r}")
+        v = self.max_screenshot_height
+        if not isinstance(v, int) or isinstance(v, bool) or not 100 <= v <= 1_000_000:
+            raise UsageError(f"max_screenshot_height must be between 100 and 1000000 pixels, not {v!r}")
         object.__setattr__(self, "trust_roots", tuple(Path(p) for p in self.trust_roots))
         for p in self.trust_roots:
             if not p.is_file():
@@ -94,6 +124,12 @@ class CaptureOptions:
         check_proxy(self.proxy)
 
     @property
+    def expected_texts(self) -> tuple[str, ...]:
+        """What the final page must show: ``expect`` and the session's logged-in marker."""
+        marker = self.session.marker if self.session is not None else None
+        return self.expect + ((marker,) if marker and marker not in self.expect else ())
+
+    @property
     def deadline(self) -> float:
         """Seconds the whole capture may take."""
         if self.capture_deadline is not None:
@@ -109,7 +145,11 @@ class CaptureOptions:
         return cls(**options)
 
     def to_json(self) -> dict[str, Any]:
+        session = self.session
         d = asdict(self)
+        # Only what may travel in a case file: the name and facts, never the cookies.
+        d["session"] = session.facts() if session is not None else None
+        d["expect"] = list(self.expect)
         d["trust_roots"] = [str(p) for p in self.trust_roots]
         # Canonical JSON has no floats: timeouts are recorded in milliseconds.
         d["load_timeout_ms"] = int(d.pop("load_timeout") * 1000)

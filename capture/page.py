@@ -28,12 +28,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from evidence.errors import CaptureError, EvidenceError, StoreError, UsageError
+from evidence.errors import CaptureError, EvidenceError, ExpectationFailed, StoreError, UsageError
 from evidence.exhibit import Exhibit
 
 from .browser import Browser
@@ -50,6 +50,8 @@ LOCK_NAME = ".owner.lock"
 UNLOCKED_STALE_AFTER = 24 * 3600
 #: progress(done, total, url, error): called after each URL of a batch
 Progress = Callable[[int, int, str, str | None], None]
+#: on_capture(position, capture): a batch hands each capture over as it is made
+OnCapture = Callable[[int, PageCapture], Awaitable[None]]
 
 
 @dataclass
@@ -58,6 +60,8 @@ class BatchResult:
 
     exhibits: list[Exhibit] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: why the batch stopped early (a page lacked its expected text: the login lapsed)
+    stopped: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -286,12 +290,19 @@ async def _batch(
     progress: Progress | None,
     result: BatchResult,
     anchor: dict[str, Any] | None = None,
+    on_capture: OnCapture | None = None,
 ) -> list[PageCapture]:
+    """Capture ``urls`` in order with one browser.
+
+    With ``on_capture(i, capture)`` each capture is handed over as it is made
+    (a crawl seals it at once and may append to ``urls``), not returned.
+    """
     captures: list[PageCapture] = []
     browser: Browser | None = None
     try:
         for i, url in enumerate(urls):
             error: str | None = None
+            pc: PageCapture | None = None
             try:
                 url = check_url(url)
                 if browser is None or not browser.browser.is_connected():
@@ -300,14 +311,23 @@ async def _batch(
                     browser = await Browser(proxy=opts.proxy).__aenter__()
                 into = tmp / f"{i:06d}"
                 into.mkdir()
-                captures.append(
-                    await capture_into(
-                        browser, url, into, options=opts, case=case, operator=operator, note=note,
-                        anchor=anchor,
-                    )
+                pc = await capture_into(
+                    browser, url, into, options=opts, case=case, operator=operator, note=note,
+                    anchor=anchor,
                 )
+                if on_capture is None:
+                    captures.append(pc)
             except (CaptureError, UsageError) as e:
                 error = str(e)
+            except ExpectationFailed as e:
+                # A lapsed login: every later page would be the login page too, so stop here.
+                left = [str(u) for u in urls[i + 1:]]
+                result.failures.append((str(url), str(e)))
+                result.failures += [(u, "not captured: the batch stopped (expected text not found; session expired?)") for u in left]
+                result.stopped = f"{e}; the remaining {len(left)} URL(s) were not captured"
+                if progress is not None:
+                    progress(i + 1, len(urls), str(url), str(e))
+                break
             except EvidenceError:
                 raise  # no browser at all: the rest would fail the same way
             except Exception as e:  # one hostile page must not end the batch
@@ -316,6 +336,8 @@ async def _batch(
                 )
             if error is not None:
                 result.failures.append((str(url), error))
+            elif on_capture is not None and pc is not None:
+                await on_capture(i, pc)
             if progress is not None:
                 progress(i + 1, len(urls), str(url), error)
     finally:

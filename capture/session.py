@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import math
 import re
@@ -45,11 +46,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from evidence.errors import CaptureError, EvidenceError
+from evidence.errors import CaptureError, EvidenceError, ExpectationFailed
 from evidence.exhibit import ArtifactFile
 
 from . import tls
-from .browser import Browser
+from .browser import Browser, device_descriptor
 from .environment import (
     clock_check,
     environment,
@@ -57,6 +58,7 @@ from .environment import (
     fonts,
     now_utc,
     outbound_ip,
+    profile_check,
     redact_proxy,
     rfc3339,
     tool_version,
@@ -64,7 +66,8 @@ from .environment import (
 )
 from .network import UNREACHABLE, BodyFile, DevTools, Hop, NetworkRecorder, Unanswered, _short
 from .options import CaptureOptions
-from .warc import Resource, WarcFile, response_headers, truncation
+from .tiles import StitchedPng
+from .warc import PayloadRef, Resource, WarcFile, response_headers, truncation
 
 DOM_CHUNK = 1 << 20  # characters per DevTools round trip when reading the DOM
 MAX_DIALOGS = 50
@@ -75,6 +78,8 @@ PROCESS_VIDEO = "process-video.webm"
 MAX_SNAPSHOT_ROUNDS = 3
 #: scroll steps per page-script call: each call is bounded on its own
 SCROLL_CHUNK = 5
+#: seconds after scrolling before the network is watched for lazy loads to finish
+SCROLL_PAUSE = 0.2
 #: why the main frame navigated (Page.frameRequestedNavigation reasons) -> info cause
 NAVIGATION_CAUSES = {
     "scriptInitiated": "script",
@@ -175,11 +180,12 @@ class _World:
 
 
 SCROLL_JS = """
-(async (maxSteps) => {
+(async (maxSteps, wait) => {
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   // Two rendering steps run IntersectionObserver callbacks (lazy loading);
-  // the timeout covers renderers that do not paint while headless.
-  const frame = () => Promise.race([new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))), sleep(50)]);
+  // the timeout covers renderers that do not paint while headless. With the
+  // page's scripts switched off no timer or frame callback ever runs: no waits.
+  const frame = () => wait ? Promise.race([new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))), sleep(50)]) : Promise.resolve();
   const el = document.scrollingElement || document.documentElement;
   const height = () => Math.max(el.scrollHeight, document.body ? document.body.scrollHeight : 0);
   const atBottom = () => window.scrollY + window.innerHeight >= height() - 2;
@@ -190,26 +196,88 @@ SCROLL_JS = """
     await frame();
     if (height() > last) { grew++; last = height(); }
   }
+  // A whole rendering update after the last scroll (or none), then a task: observers
+  // have run their callbacks, so a lazy load they start is already in flight (its
+  // DevTools event arrives before this script's answer) when we watch the network.
+  if (wait) await Promise.race([new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 0)))), sleep(1000)]);
   return {steps, grew, height: height(), width: el.scrollWidth, reachedBottom: atBottom()};
-})(%d)
+})(%d, %s)
 """
 
 TOP_JS = """
-(async () => {
+(async (wait) => {
   window.scrollTo(0, 0);
-  await Promise.race([new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))), new Promise((r) => setTimeout(r, 50))]);
+  if (wait) await Promise.race([new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))), new Promise((r) => setTimeout(r, 50))]);
   const el = document.scrollingElement || document.documentElement;
   return {height: Math.max(el.scrollHeight, document.body ? document.body.scrollHeight : 0), width: el.scrollWidth};
+})(%s)
+"""
+
+# Open shadow roots are kept as declarative shadow DOM (<template shadowrootmode>),
+# which a browser rebuilds when it opens the file; outerHTML alone drops them.
+# Closed shadow roots cannot be reached by script: only the screenshots show them.
+DOM_JS = """
+(() => {
+  const roots = [];
+  const todo = [document];
+  while (todo.length) {  // a loop, not recursion: a page can nest roots deeper than the stack
+    const it = document.createTreeWalker(todo.pop(), NodeFilter.SHOW_ELEMENT);
+    for (let el = it.nextNode(); el; el = it.nextNode()) {
+      if (el.shadowRoot) { roots.push(el.shadowRoot); todo.push(el.shadowRoot); }
+    }
+  }
+  const de = document.documentElement;
+  let html = "";
+  if (de && roots.length && typeof de.getHTML === "function") {
+    const q = (v) => v.replace(/&/g, "&amp;").replace(/"/g, "&quot;");
+    const attrs = Array.from(de.attributes, (a) => " " + a.name + '="' + q(a.value) + '"').join("");
+    html = "<" + de.localName + attrs + ">" + de.getHTML({serializableShadowRoots: true, shadowRoots: roots}) +
+           "</" + de.localName + ">";
+  } else if (de) {
+    html = de.outerHTML;
+  }
+  const dt = document.doctype;
+  const s = (dt ? new XMLSerializer().serializeToString(dt) + "\\n" : "") + html;
+  globalThis[%s] = s;
+  return {length: s.length, shadowRoots: roots.length};
 })()
 """
 
-DOM_JS = """
+#: tile height, in device pixels, of a tall full-page screenshot (Chromium draws at most 16,384)
+TILE_DEVICE_PX = 8192
+#: frames whose DOM is kept, and frames listed, in document order (breadth first)
+MAX_FRAME_DOMS = 50
+MAX_FRAMES_LISTED = 200
+#: canvases described per page, and the pixels (all canvases together) whose content is hashed:
+#: encoding a canvas as PNG takes the renderer's time, so a page of huge canvases must not stall us
+MAX_CANVASES = 50
+MAX_CANVAS_PIXELS = 4096 * 4096
+
+# The canvas's own pixels, from the isolated world (a page's toDataURL override
+# is not seen here). A canvas that drew cross-origin content is tainted and
+# cannot be read by any script; that is recorded, not hidden.
+CANVAS_JS = """
 (() => {
-  const dt = document.doctype;
-  const s = (dt ? new XMLSerializer().serializeToString(dt) + "\\n" : "") +
-            (document.documentElement ? document.documentElement.outerHTML : "");
-  globalThis[%s] = s;
-  return s.length;
+  const out = [];
+  let budget = %d;
+  const all = document.querySelectorAll("canvas");
+  for (let i = 0; i < all.length && i < %d; i++) {
+    const c = all[i], r = c.getBoundingClientRect();
+    const e = {n: i + 1, id: c.id.slice(0, 200) || null, width: c.width, height: c.height,
+               box: {x: Math.round(r.left + scrollX), y: Math.round(r.top + scrollY),
+                     width: Math.round(r.width), height: Math.round(r.height)}};
+    if (c.width * c.height > budget) { e.readable = null; e.note = "not hashed: over the pixel budget"; }
+    else {
+      budget -= c.width * c.height;
+      try {
+        const u = c.toDataURL("image/png");
+        globalThis[%s + i] = u.slice(u.indexOf(",") + 1);
+        e.readable = true; e.chars = globalThis[%s + i].length;
+      } catch (err) { e.readable = false; e.note = String(err && err.name || err); }
+    }
+    out.push(e);
+  }
+  return {total: all.length, canvases: out};
 })()
 """
 
@@ -226,6 +294,25 @@ PAGE_FACTS_JS = """
   innerWidth: window.innerWidth, innerHeight: window.innerHeight,
 }))()
 """
+
+
+def context_options(opt: CaptureOptions) -> dict[str, Any]:
+    """Browser-context arguments for ``opt``: device emulation and the saved login, if any.
+
+    Crawl, livestream page mode and watches open their contexts with these too.
+    The storage state is handed over as a copy: the context's own changes
+    (cookies the page sets) stay in the context and are never saved back.
+    """
+    kw: dict[str, Any] = {
+        "viewport": {"width": opt.viewport_width, "height": opt.viewport_height},
+        "device_scale_factor": opt.device_scale_factor,
+        "is_mobile": opt.is_mobile,
+        "has_touch": opt.has_touch,
+        "user_agent": opt.user_agent,
+    }
+    if opt.session is not None:
+        kw["storage_state"] = json.loads(json.dumps(opt.session.storage_state))
+    return kw
 
 
 async def capture_into(
@@ -293,6 +380,9 @@ class _Capture:
         self.dialogs: list[dict[str, Any]] = []
         self.popups: list[dict[str, Any]] = []
         self.downloads: list[dict[str, Any]] = []
+        # Saved downloads by artifact path, and the exchange (by id) whose body each one is.
+        self._download_refs: dict[Path, PayloadRef] = {}
+        self._payload_of_hop: dict[int, PayloadRef] = {}
         self._download_tasks: list[asyncio.Task[Any]] = []
         self._popup_tasks: list[asyncio.Task[Any]] = []
         self.artifacts: list[ArtifactFile] = []
@@ -441,10 +531,7 @@ class _Capture:
         self.ctx = ctx = await asyncio.wait_for(
             self.browser.browser.new_context(
                 **video,
-                viewport={"width": opt.viewport_width, "height": opt.viewport_height},
-                device_scale_factor=opt.device_scale_factor,
-                is_mobile=opt.is_mobile,
-                user_agent=opt.user_agent,
+                **context_options(opt),
                 locale=opt.locale,
                 timezone_id=opt.timezone_id,
                 # A bad certificate must not stop the capture of a suspect page;
@@ -488,6 +575,31 @@ class _Capture:
             await self._settle("final state", opt.settle_timeout)
         self.stage = "taking screenshots, DOM and MHTML"
         await self._snapshots(page)
+        await self._check_expected()
+
+    async def _check_expected(self) -> None:
+        """Refuse the capture when the final page lacks a text it must show (a lapsed login)."""
+        texts = self.opt.expected_texts
+        if not texts:
+            return
+        self.stage = "checking the expected text"
+        try:
+            shown = await self.world.eval(
+                "document.body ? document.body.innerText : ''", timeout=self.step_timeout
+            )
+        except Exception as e:
+            shown = ""
+            self.log("expect", f"the page's text could not be read: {_short(e)}")
+        missing = [t for t in texts if t not in str(shown or "")]
+        if missing:
+            where = self.facts.get("url") or self.doc.get("url") or self.url
+            self.log("expect", "expected text not found", missing=missing)
+            raise ExpectationFailed(
+                f"expected text not found (session expired?): {', '.join(repr(t) for t in missing)} "
+                f"not on the final page {where}; nothing was recorded"
+            )
+        self.expect_result = {"texts": list(texts), "found": True, "checked": rfc3339(now_utc())}
+        self.log("expect", "every expected text is on the final page", texts=list(texts))
 
     async def _environment_check(self) -> None:
         """Clock and outbound address, checked before the browser context opens."""
@@ -518,27 +630,16 @@ class _Capture:
 
     async def _clean_check(self, ctx: Any) -> dict[str, Any]:
         state = await asyncio.wait_for(ctx.storage_state(), self.step_timeout)
-        profile = {
-            "fresh_context": True,
-            "persistent_profile": False,
-            "cookies_before": len(state.get("cookies", [])),
-            "origins_with_storage_before": len(state.get("origins", [])),
-            "pages_before": len(ctx.pages),
-            "service_workers": "blocked",
-            "browser_user_data_dir": user_data_dir(self.browser.facts.command_line if self.browser.facts else []),
-            "statement": (
-                "each capture runs in a new, empty browser context (in-memory profile: no cookies, "
-                "storage, cache or history from earlier browsing); the browser itself was started "
-                "with a temporary profile directory"
-            ),
-        }
-        profile["clean"] = (
-            profile["cookies_before"] == 0
-            and profile["origins_with_storage_before"] == 0
-            and profile["pages_before"] == 0
+        session = self.opt.session.facts() if self.opt.session is not None else None
+        profile = profile_check(
+            state, len(ctx.pages),
+            user_data_dir(self.browser.facts.command_line if self.browser.facts else []), session,
         )
         if not profile["clean"]:
-            self.warn("the browser context was not empty before the capture")
+            self.warn(
+                "the browser context was not empty before the capture" if session is None
+                else f"the browser context did not hold exactly the cookies of session {session['name']}"
+            )
         ext = extensions_check(self.browser.facts.command_line if self.browser.facts else [])
         # What is running says more than flags: any extension would show as a target.
         try:
@@ -688,6 +789,10 @@ class _Capture:
 
     # -- scrolling -------------------------------------------------------------
 
+    def _js_waits(self) -> str:
+        """Whether our scripts may wait on the page's timers and frames (not once its scripts are off)."""
+        return "false" if self.scripts_stopped is not None else "true"
+
     async def _scroll_eval(self, expression: str, steps: int) -> dict[str, Any]:
         timeout = self.probe_timeout + steps * 0.25
         try:
@@ -712,11 +817,12 @@ class _Capture:
         try:
             if not await self._responsive("scrolling"):
                 raise RuntimeError("the renderer does not answer")
+            idle = 0
             while True:
                 moved = 0
                 while total["steps"] < budget:
                     n = min(SCROLL_CHUNK, budget - total["steps"])
-                    r = await self._scroll_eval(SCROLL_JS % n, n)
+                    r = await self._scroll_eval(SCROLL_JS % (n, self._js_waits()), n)
                     done = int(r.get("steps", 0))
                     moved += done
                     total["steps"] += done
@@ -724,14 +830,24 @@ class _Capture:
                     total["reachedBottom"] = bool(r.get("reachedBottom"))
                     if total["reachedBottom"] or done < n:
                         break
+                if moved:
+                    # Observers fire and start their fetches a frame or more after the
+                    # scroll; the network is only worth watching once they have.
+                    await asyncio.sleep(min(SCROLL_PAUSE, max(0.0, self.work_left())))
                 await self._settle("after load and scrolling", settle)
-                if total["steps"] >= budget or moved == 0:
+                if total["steps"] >= budget:
                     break
-                again = await self._scroll_eval(SCROLL_JS % 0, 0)
+                # A round without scrolling still looks again: a page that fills itself
+                # after load (an observer's fetch) has grown by now. Two such rounds in a
+                # row end it, so a page that flips its height cannot keep us here.
+                idle = 0 if moved else idle + 1
+                if idle > 1:
+                    break
+                again = await self._scroll_eval(SCROLL_JS % (0, self._js_waits()), 0)
                 if again.get("reachedBottom"):
                     break  # no growth after settling: this is the end of the page
                 total["grew"] += 1
-            top = await self._scroll_eval(TOP_JS, 1)
+            top = await self._scroll_eval(TOP_JS % self._js_waits(), 1)
             total["height"], total["width"] = int(top.get("height", 0)), int(top.get("width", 0))
         except Exception as e:
             self.scroll = {**total, "error": _short(e)}
@@ -740,9 +856,15 @@ class _Capture:
         self.scroll = total
         self.log("scroll", "scrolled to trigger lazy loading", **total)
         if total["steps"] >= budget and not total["reachedBottom"]:
+            self.scroll["cut"] = True
+            why = (
+                f"it grew {total['grew']} time(s) while scrolled: infinite scroll? Items further down were not loaded"
+                if total["grew"]
+                else "it is longer than that; content that loads only when scrolled into view may be missing below"
+            )
             self.warn(
-                f"scrolling stopped after {budget} steps before the end of the page "
-                f"(it kept growing: infinite scroll?); page height then {total['height']} px"
+                f"scrolling stopped after {budget} steps before the end of the page ({why}); "
+                f"page height then {total['height']:,} px"
             )
 
     # -- navigations -------------------------------------------------------------
@@ -956,10 +1078,21 @@ class _Capture:
 
     async def _shot_viewport(self) -> list[ArtifactFile]:
         path = self.dir / "screenshot-viewport.png"
-        path.write_bytes(await self._screenshot({}))
+        params: dict[str, Any] = {}
+        if self.opt.device_scale_factor != 1:
+            # As the full-page shot: device pixels need the scale asked for explicitly.
+            vv = (await self.cdp.send("Page.getLayoutMetrics")).get("cssVisualViewport") or {}
+            params["clip"] = {
+                "x": vv.get("pageX", 0), "y": vv.get("pageY", 0),
+                "width": vv.get("clientWidth", self.opt.viewport_width),
+                "height": vv.get("clientHeight", self.opt.viewport_height),
+                "scale": self.opt.device_scale_factor,
+            }
+        path.write_bytes(await self._screenshot(params))
         return [ArtifactFile("screenshot-viewport.png", path, "image/png", "screenshot-viewport")]
 
     async def _shot_full(self) -> list[ArtifactFile]:
+        """The whole page; taller than one tile, shot in tiles and stitched into one PNG."""
         metrics = await self.cdp.send("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics.get("contentSize") or {}
         width = max(1, int(size.get("width") or self.opt.viewport_width))
@@ -967,15 +1100,41 @@ class _Capture:
         self.scroll["content_size"] = {"width": width, "height": height}
         if height > self.opt.max_screenshot_height:
             self.warn(
-                f"page is {height} px tall; the full-page screenshot shows the top "
-                f"{self.opt.max_screenshot_height} px"
+                f"page is {height:,} px tall; the full-page screenshot shows the top "
+                f"{self.opt.max_screenshot_height:,} px (max_screenshot_height)"
             )
             height = self.opt.max_screenshot_height
-        clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
-        data = await self._screenshot({"captureBeyondViewport": True, "clip": clip})
+        # Tiles in CSS pixels small enough that, at the device's scale, each stays
+        # well under Chromium's texture limit.
+        tile = max(256, int(TILE_DEVICE_PX // max(1.0, float(self.opt.device_scale_factor))))
         path = self.dir / "screenshot-full.png"
-        path.write_bytes(data)
-        self.log("screenshot", "viewport and full-page screenshots taken", width=width, height=height)
+        shot: dict[str, Any] = {"width_css": width, "height_css": height, "tile_height_css": tile}
+        if height <= tile:
+            # Device pixels (CSS x scale factor): our session's screenshots are drawn at CSS size otherwise.
+            clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": self.opt.device_scale_factor}
+            path.write_bytes(await self._screenshot({"captureBeyondViewport": True, "clip": clip}))
+            shot["tiles"] = 1
+        else:
+            png = StitchedPng(path)
+            try:
+                for top in range(0, height, tile):
+                    h = min(tile, height - top)
+                    clip = {"x": 0, "y": top, "width": width, "height": h, "scale": self.opt.device_scale_factor}
+                    data = await self._screenshot({"captureBeyondViewport": True, "clip": clip})
+                    # Decoding and compressing a tile takes a second or so: off the event loop.
+                    await asyncio.to_thread(png.add, data)
+                png.close()
+            except BaseException:
+                png.abort()
+                raise
+            shot.update(tiles=png.tiles, width_px=png.width, height_px=png.rows)
+            shot["statement"] = (
+                f"the page is taller than one screenshot can be drawn; it was shot in {png.tiles} tiles of at "
+                f"most {tile:,} CSS px, top to bottom, and their pixel rows joined into this one PNG unchanged"
+            )
+        self.full_shot = shot
+        self.log("screenshot", "viewport and full-page screenshots taken", width=width, height=height,
+                 tiles=shot["tiles"])
         return [ArtifactFile("screenshot-full.png", path, "image/png", "screenshot-full")]
 
     async def _dom(self) -> list[ArtifactFile]:
@@ -986,8 +1145,9 @@ class _Capture:
             path.unlink(missing_ok=True)
             raise
         self.dom_chars = length
-        self.log("dom", "rendered DOM saved", characters=length)
-        return [ArtifactFile("dom.html", path, "text/html; charset=utf-8", "dom")]
+        self.main_shadow_roots = self.dom_shadow_roots
+        self.log("dom", "rendered DOM saved", characters=length, shadow_roots=self.dom_shadow_roots)
+        return [ArtifactFile("dom.html", path, "text/html; charset=utf-8", "dom"), *await self._frame_doms()]
 
     async def _mhtml(self) -> list[ArtifactFile]:
         if not self.opt.mhtml:
@@ -1005,30 +1165,142 @@ class _Capture:
         self.log("mhtml", "MHTML snapshot saved")
         return [ArtifactFile("page.mhtml", path, "multipart/related", "mhtml")]
 
-    async def _dom_to(self, dom: Path) -> int:
-        key = json.dumps("__evidence_dom_" + secrets.token_hex(8))
-        length = int(await self.world.eval(DOM_JS % key, timeout=self.step_timeout) or 0)
-        # Read in slices so a huge DOM never crosses DevTools as one message;
-        # a slice never ends between the two halves of a surrogate pair.
+    async def _frame_doms(self) -> list[ArtifactFile]:
+        """The DOM of every frame in the page, each a file of its own, listed in ``frames``.
+
+        Each is read in an isolated world of that frame, as the main DOM is;
+        a frame that cannot be read (gone, or in another renderer process)
+        is listed with the reason.
+        """
+        self.frames = []
+        try:
+            tree = (await self.cdp.send("Page.getFrameTree"))["frameTree"]
+        except Exception as e:
+            self.log("dom", f"frames not listed: {_short(e)}")
+            return []
+        frames: list[dict[str, Any]] = []
+        stuck = False
+        made: list[ArtifactFile] = []
+        ids = {tree["frame"]["id"]: 0}
+        todo = [(c, tree["frame"]["id"]) for c in tree.get("childFrames", [])]
+        unlisted = 0
+        while todo:
+            node, parent = todo.pop(0)
+            f = node["frame"]
+            n = len(frames) + 1
+            if n > MAX_FRAMES_LISTED:
+                unlisted += 1
+                todo.extend((c, f["id"]) for c in node.get("childFrames", []))
+                continue
+            ids[f["id"]] = n
+            todo.extend((c, f["id"]) for c in node.get("childFrames", []))
+            entry: dict[str, Any] = {
+                "n": n,
+                "url": str(f.get("url", "")) + str(f.get("urlFragment", "")),
+                "name": str(f.get("name") or "")[:200] or None,
+                "parent": ids.get(parent, 0),
+                "origin": f.get("securityOrigin"),
+            }
+            frames.append(entry)
+            if n > MAX_FRAME_DOMS:
+                entry["error"] = f"more than {MAX_FRAME_DOMS} frames: not serialised"
+                continue
+            if stuck:
+                entry["error"] = "not read: the renderer stopped answering"
+                continue
+            name = f"dom-frame-{n:03d}.html"
+            path = self.dir / name
+            try:
+                await self._dom_to(path, _World(self.cdp, f["id"]))
+            except Exception as e:
+                stuck = isinstance(e, Unanswered)
+                path.unlink(missing_ok=True)
+                entry["error"] = _short(e)
+                self.log("dom", f"DOM of frame {n} not read: {_short(e)}", url=entry["url"])
+                continue
+            entry["artifact"] = name
+            entry["shadow_roots"] = self.dom_shadow_roots
+            made.append(ArtifactFile(name, path, "text/html; charset=utf-8", "frame-dom"))
+        if len(frames) > MAX_FRAME_DOMS:
+            listed = f", the first {MAX_FRAMES_LISTED} listed" if unlisted else ""
+            self.warn(
+                f"the page has {len(frames) + unlisted} frames; the DOM of the first {MAX_FRAME_DOMS} is kept{listed}"
+            )
+        self.frames = frames
+        if frames:
+            self.log("dom", f"DOM of {len(made)} of {len(frames)} frame(s) saved")
+        return made
+
+    async def _read_global(self, world: _World, key: str, length: int, write: Callable[[str], Any]) -> None:
+        """Hand ``globalThis[key]`` (a string) to ``write`` in slices, then delete it.
+
+        Slices keep a huge string from crossing DevTools as one message; a
+        slice never ends between the two halves of a surrogate pair.
+        """
         read_js = (
             "(() => { const s = globalThis[%s]; let e = Math.min(%d, s.length);"
             " if (e < s.length && e > %d && s.charCodeAt(e - 1) >= 0xD800 && s.charCodeAt(e - 1) < 0xDC00) e--;"
             " return [e, s.slice(%d, e)]; })()"
         )
         pos = 0
+        while pos < length:
+            end, text = await world.eval(read_js % (key, pos + DOM_CHUNK, pos, pos), timeout=self.step_timeout)
+            write(text)
+            pos = int(end)
+        await world.eval(f"delete globalThis[{key}]", timeout=10)
+
+    async def _dom_to(self, dom: Path, world: _World | None = None) -> int:
+        world = world or self.world
+        key = json.dumps("__evidence_dom_" + secrets.token_hex(8))
+        r = await world.eval(DOM_JS % key, timeout=self.step_timeout) or {}
+        length = int(r.get("length", 0))
+        self.dom_shadow_roots = int(r.get("shadowRoots", 0))
         with open(dom, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
-            while pos < length:
-                end, text = await self.world.eval(
-                    read_js % (key, pos + DOM_CHUNK, pos, pos), timeout=self.step_timeout
-                )
-                f.write(text)
-                pos = int(end)
-        await self.world.eval(f"delete globalThis[{key}]", timeout=10)
+            await self._read_global(world, key, length, f.write)
         return length
 
     async def _page_facts(self) -> list[ArtifactFile]:
         self._step_facts = dict(await self.world.eval(PAGE_FACTS_JS, timeout=self.step_timeout) or {})
+        try:
+            self._step_facts["canvases"] = await self._canvases()
+        except Unanswered:
+            raise
+        except Exception as e:
+            # The page's facts stand without the canvases; the screenshots still show them.
+            self._step_facts["canvases"] = {"total": None, "listed": [], "error": _short(e)}
+            self.log("facts", f"canvases not read: {_short(e)}")
         return []
+
+    async def _canvases(self) -> dict[str, Any]:
+        """Every canvas of the page: size, place, and the SHA-256 of its pixels as PNG where readable."""
+        key = "__evidence_canvas_" + secrets.token_hex(8)
+        r = await self.world.eval(
+            CANVAS_JS % (MAX_CANVAS_PIXELS, MAX_CANVASES, json.dumps(key), json.dumps(key)), timeout=self.step_timeout
+        ) or {}
+        out = list(r.get("canvases") or [])
+        for i, c in enumerate(out):
+            chars = c.pop("chars", None)
+            if not c.get("readable") or chars is None:
+                c["png_sha256"] = None
+                continue
+            h = hashlib.sha256()
+            # Base64 slices of the data URL decode on their own: DOM_CHUNK is a multiple of 4.
+            await self._read_global(
+                self.world, json.dumps(f"{key}{i}"), int(chars), lambda t, h=h: h.update(base64.b64decode(t))
+            )
+            c["png_sha256"] = h.hexdigest()
+        total = int(r.get("total", len(out)))
+        if total:
+            self.log("facts", f"{total} canvas element(s) on the page", readable=sum(1 for c in out if c.get("readable")))
+        return {
+            "total": total,
+            "listed": out,
+            "statement": (
+                "canvas pixels are drawn by script and are not in the DOM; the screenshots show them. "
+                "png_sha256 is the SHA-256 of the canvas's own pixels as PNG (toDataURL), read from an isolated "
+                "script world; a canvas that drew content from another origin is tainted and cannot be read"
+            ),
+        } if total else {"total": 0, "listed": []}
 
     # -- interactive capture and the process video ------------------------------
 
@@ -1288,11 +1560,23 @@ class _Capture:
                 continue
             path: Path = d["path"]
             self.artifacts.append(ArtifactFile(path.name, path, "application/octet-stream", "download"))
+            saved = BodyFile.from_file(path, "download")
+            ref = PayloadRef(path.name, saved.sha256, saved.size)
+            self._download_refs[path] = ref
+            # The body is stored once, as this artifact: the exchange that carried it
+            # becomes a revisit record naming it (the verifier binds the two by digest).
             for hop in self.rec.order:
-                if hop.url == d["url"] and not hop.redirected and hop.response is not None:
-                    if hop.body is None or hop.body.size == 0:
-                        hop.body = BodyFile.from_file(path, "download")
+                if hop.url != d["url"] or hop.redirected or hop.response is None or hop.from_cache:
+                    continue
+                if id(hop) in self._payload_of_hop:
+                    continue
+                same = hop.body is not None and (hop.body.size, hop.body.sha256) == (saved.size, saved.sha256)
+                if hop.body is None or hop.body.size == 0 or same:
+                    if not same:
+                        hop.body = saved
                         hop.transformations.append("body taken from the browser's saved download")
+                    self._payload_of_hop[id(hop)] = ref
+                    break
 
     def _navigation_list(self) -> list[dict[str, Any]]:
         """Main-frame navigations seen, each HTTP redirect of one as an entry of its own."""
@@ -1397,7 +1681,9 @@ class _Capture:
             "height": self.opt.viewport_height,
             "device_scale_factor": self.opt.device_scale_factor,
             "is_mobile": self.opt.is_mobile,
+            "has_touch": self.opt.has_touch,
             "device": "mobile" if self.opt.is_mobile else "desktop",
+            "device_name": self.opt.device,
             "user_agent": self.facts.get("userAgent")
             or (self.browser.facts.user_agent if self.browser.facts else None),
         }
@@ -1437,7 +1723,19 @@ class _Capture:
             "navigations": self._navigation_list(),
             # One entry per screenshot, DOM and MHTML: the document it was taken of.
             "snapshots": [dict(x) for x in self.snapshots],
+            **self._content_info(),
         }
+        if self.opt.device is not None:
+            info["device"] = {
+                "name": self.opt.device,
+                "descriptor": device_descriptor(self.opt.device),
+                "source": "Playwright device descriptors",
+                "engine": "Chromium (the descriptor's user agent, viewport, scale factor, touch and mobile flags are emulated)",
+            }
+        if self.opt.session is not None:
+            info["session"] = self.opt.session.facts()
+        if getattr(self, "expect_result", None):
+            info["expect"] = self.expect_result
         if self.scripts_stopped is not None:
             info["page_scripts_stopped"] = self.scripts_stopped
         if self.frozen is not None:
@@ -1456,13 +1754,43 @@ class _Capture:
             info["visits"] = [dict(v) for v in self.visits]
         return info
 
+    def _content_info(self) -> dict[str, Any]:
+        """What the page held that a plain DOM and screenshot do not show: frames, shadow roots, canvases, tiles."""
+        kept = {a.name for a in self.artifacts}
+        out: dict[str, Any] = {}
+        frames = [dict(f) for f in getattr(self, "frames", [])]
+        for f in frames:
+            if f.get("artifact") not in kept:  # of a snapshot round thrown away, or never read
+                f.pop("artifact", None)
+                f.pop("shadow_roots", None)
+        if frames:
+            out["frames"] = frames
+        if "dom.html" in kept:
+            out["shadow_roots"] = {
+                "open_kept": getattr(self, "main_shadow_roots", 0),
+                "statement": (
+                    "open shadow roots are kept in dom.html as declarative shadow DOM "
+                    "(<template shadowrootmode>); closed ones cannot be read by script and appear only in "
+                    "the screenshots"
+                ),
+            }
+        canvases = self.facts.get("canvases")
+        if canvases and (canvases.get("total") or canvases.get("error")):
+            out["canvases"] = canvases
+        shot = getattr(self, "full_shot", None)
+        if shot and "screenshot-full.png" in kept:
+            out["full_screenshot"] = dict(shot)
+        return out
+
     def _check_summary(self) -> dict[str, Any]:
         """The clean-environment check in the manifest itself; the details are in environment.json."""
         b = self.browser.facts
         f = fonts()
         profile = getattr(self, "profile", {})
         return {
-            "fresh_profile": bool(profile.get("clean")),
+            "fresh_profile": bool(profile.get("clean")) and not profile.get("logged_in_session"),
+            "profile": profile.get("profile"),
+            "logged_in_session": profile.get("logged_in_session"),
             "browser_user_data_dir": profile.get("browser_user_data_dir"),
             "extensions": profile.get("extensions"),
             "proxy": redact_proxy(self.browser.proxy),
@@ -1514,7 +1842,7 @@ class _Capture:
         for hop in self.rec.order:
             if urlsplit(hop.url).scheme not in ("http", "https"):
                 continue  # data:, blob: and the like never crossed the network
-            notes = warc.exchange(hop, main=hop is final)
+            notes = warc.exchange(hop, main=hop is final, stored_as=self._payload_of_hop.get(id(hop)))
             for n in notes:
                 if n not in hop.transformations:
                     hop.transformations.append(n)
@@ -1564,14 +1892,20 @@ class _Capture:
         for a in list(self.artifacts):
             if a.role in roles:
                 warc.resource(Resource(roles[a.role], a.path, a.media_type, refers_to_main=True), when)
+            elif a.role == "frame-dom":
+                frame_url = next((f["url"] for f in getattr(self, "frames", []) if f.get("artifact") == a.name), page_url)
+                warc.resource(Resource(f"urn:evidence-chain:frame-dom:{frame_url}", a.path, a.media_type), when)
             elif a.role in ("visit-screenshot", "visit-dom"):
                 kind = "screenshot-viewport" if a.role == "visit-screenshot" else "dom"
                 uri = f"urn:evidence-chain:{kind}:{visit_url.get(a.name, page_url)}"
                 warc.resource(Resource(uri, a.path, a.media_type), when)
             elif a.role == "download":
+                ref = self._download_refs[a.path]
+                if ref in self._payload_of_hop.values():
+                    continue  # its exchange's revisit record already names it
                 d = next((d for d in self.downloads if d["path"] == a.path), None)
                 uri = f"urn:evidence-chain:download:{d['url'] if d else a.name}"
-                warc.resource(Resource(uri, a.path, a.media_type, refers_to_main=True), when)
+                warc.payload_reference(uri, ref, when)
         for a, uri in (
             (log_path, f"urn:evidence-chain:capture-log:{page_url}"),
             (net_path, f"urn:evidence-chain:network:{page_url}"),

@@ -17,9 +17,11 @@ listed in the exchange's ``transformations`` and in the capture log.
 
 from __future__ import annotations
 
+import base64
 import http
 import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,6 +45,25 @@ class _SHA256WARCWriter(WARCWriter):
     @staticmethod
     def _create_digester() -> Digester:
         return Digester("sha256")
+
+
+#: Extension fields (WARC 1.1 allows them) of a revisit record whose payload is
+#: an artifact of the same exhibit: the bytes are stored once, as that artifact.
+PAYLOAD_ARTIFACT = "Evidence-Payload-Artifact"
+PAYLOAD_LENGTH = "Evidence-Payload-Length"
+REVISIT_PROFILE = "http://netpreserve.org/warc/1.1/revisit/identical-payload-digest"
+
+
+@dataclass(frozen=True)
+class PayloadRef:
+    """The body of a response is the artifact ``name`` (sha256 hex, size): written by reference."""
+
+    name: str
+    sha256: str
+    size: int
+
+    def warc_digest(self) -> str:
+        return "sha256:" + base64.b32encode(bytes.fromhex(self.sha256)).decode("ascii")
 
 
 @dataclass(frozen=True)
@@ -106,7 +127,8 @@ def response_headers(hop: Hop) -> tuple[str, list[tuple[str, str]], list[str]]:
         notes.append(
             f"status line and headers rebuilt from DevTools' header map ({proto}); original order not available"
         )
-    return status_line, headers, notes
+    headers, hidden = _hide_credentials(headers, SECRET_RESPONSE_HEADERS)
+    return status_line, headers, notes + hidden
 
 
 def fix_for_body(
@@ -193,17 +215,29 @@ def request_headers(hop: Hop) -> tuple[str, list[tuple[str, str]], list[str]]:
     return f"{hop.method} {target} HTTP/1.1", headers, notes
 
 
-#: Request headers whose value would let whoever holds the case file act as the
-#: investigator's proxy account; kept by name, the value replaced by its digest.
-SECRET_REQUEST_HEADERS = ("proxy-authorization",)
+#: Headers whose value would let whoever holds the case file act as the
+#: investigator (their proxy account, their login on the site); kept by name,
+#: the value replaced by ``sha256:<hex>`` of it, so a value can still be
+#: matched against one the investigator holds, but not used.
+SECRET_REQUEST_HEADERS = ("proxy-authorization", "cookie", "authorization")
+SECRET_RESPONSE_HEADERS = ("set-cookie",)
+CREDENTIAL_NOTE = "value replaced by its SHA-256 (a credential)"
 
 
-def _hide_credentials(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[str]]:
+def credential_digest(value: str) -> str:
+    return "sha256:" + sha256_hex(value.encode("utf-8", "surrogateescape"))
+
+
+def _hide_credentials(
+    headers: list[tuple[str, str]], names: tuple[str, ...] = SECRET_REQUEST_HEADERS
+) -> tuple[list[tuple[str, str]], list[str]]:
     out, notes = [], []
     for k, v in headers:
-        if k.lower() in SECRET_REQUEST_HEADERS:
-            v = "sha256:" + sha256_hex(v.encode("utf-8", "surrogateescape"))
-            notes.append(f"{k} value replaced by its SHA-256 (a credential)")
+        if k.lower() in names:
+            v = credential_digest(v)
+            note = f"{k} {CREDENTIAL_NOTE}"
+            if note not in notes:
+                notes.append(note)
         out.append((k, v))
     return out, notes
 
@@ -235,11 +269,19 @@ class WarcFile:
         return rec.rec_headers.get_header("WARC-Record-ID")
 
     def warcinfo(self, fields: dict[str, str]) -> None:
-        rec = self.writer.create_warcinfo_record(self.path.name, fields)
+        # A name no other capture shares, so that export can store the WARC under it and its
+        # WARC-Filename is the name it has in the case file (the exhibit index is not known yet).
+        stamp = "".join(c for c in rfc3339(time.time())[:19] if c.isdigit())
+        self.filename = f"warc-{stamp}-{os.urandom(6).hex()}.warc.gz"
+        rec = self.writer.create_warcinfo_record(self.filename, fields)
         self.warcinfo_id = self._write(rec)
 
-    def exchange(self, hop: Hop, *, main: bool) -> list[str]:
-        """Write the request (and response, if any) of ``hop``; return the notes."""
+    def exchange(self, hop: Hop, *, main: bool, stored_as: PayloadRef | None = None) -> list[str]:
+        """Write the request (and response, if any) of ``hop``; return the notes.
+
+        With ``stored_as`` the response body is that artifact: the response is a
+        revisit record naming it (headers, digest, length), not a second copy.
+        """
         notes: list[str] = []
         resp_id = None
         if hop.response is not None and not hop.from_cache:
@@ -261,9 +303,47 @@ class WarcFile:
             http_headers=StatusAndHeaders(req_line, req_headers, is_http_request=True),
         )
         self._write(rec)
-        if resp_id:
+        if resp_id and stored_as is not None:
+            notes += self._revisit(hop, resp_id, stored_as)
+        elif resp_id:
             notes += self._response(hop, resp_id)
         return notes
+
+    def _revisit(self, hop: Hop, record_id: str, ref: PayloadRef) -> list[str]:
+        assert hop.response is not None
+        status_line, headers, notes = response_headers(hop)
+        status = int(hop.response.get("status", 0))
+        headers, fix_notes = fix_for_body(headers, ref.size, status=status, method=hop.method, body_known=True)
+        protocol, _, status_rest = status_line.partition(" ")
+        warc_headers = {
+            "WARC-Record-ID": record_id,
+            "WARC-Date": rfc3339(hop.response_wall_time or hop.wall_time),
+            PAYLOAD_ARTIFACT: ref.name,
+            PAYLOAD_LENGTH: str(ref.size),
+        }
+        if hop.remote_ip:
+            warc_headers["WARC-IP-Address"] = hop.remote_ip.strip("[]")
+        rec = self.writer.create_warc_record(
+            hop.url, "revisit", warc_headers_dict=warc_headers,
+            http_headers=StatusAndHeaders(status_rest, headers, protocol=protocol),
+        )
+        rec.rec_headers.add_header("WARC-Profile", REVISIT_PROFILE)
+        rec.rec_headers.add_header("WARC-Payload-Digest", ref.warc_digest())
+        for proto in filter(None, [hop.protocol, _tls_protocol(hop)]):
+            rec.rec_headers.add_header("WARC-Protocol", proto)
+        self._write(rec)
+        return [*notes, *fix_notes, f"body stored once, as the exhibit's artifact {ref.name} (revisit record names it)"]
+
+    def payload_reference(self, uri: str, ref: PayloadRef, date: str) -> str:
+        """A revisit record with an empty block naming artifact ``ref`` (a download no exchange carried)."""
+        headers = {"WARC-Date": date, PAYLOAD_ARTIFACT: ref.name, PAYLOAD_LENGTH: str(ref.size)}
+        if self.main_response_id:
+            headers["WARC-Refers-To"] = self.main_response_id
+        rec = self.writer.create_warc_record(uri, "revisit", payload=io.BytesIO(b""), length=0,
+                                             warc_headers_dict=headers)
+        rec.rec_headers.add_header("WARC-Profile", REVISIT_PROFILE)
+        rec.rec_headers.add_header("WARC-Payload-Digest", ref.warc_digest())
+        return self._write(rec)
 
     def _response(self, hop: Hop, record_id: str) -> list[str]:
         assert hop.response is not None

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evidence.errors import EvidenceError, StoreError, UsageError
+from evidence.errors import EvidenceError, ExpectationFailed, StoreError, UsageError
+from evidence.sessions import LoginSession, SessionStore
 from ledger.queue import Job, LeaseLost, Queue
 
 from .options import CaptureOptions, check_url
@@ -67,8 +68,15 @@ def enqueue(
     checked = [check_url(u) for u in urls]
     if not checked:
         raise UsageError("nothing to enqueue: give a URL or --urls FILE")
+    session = options.get("session")
+    if isinstance(session, str):
+        # Unlocked now, so a missing session or wrong passphrase is found before anything is queued.
+        options = {**options, "session": SessionStore.of_home(ledger.home.root).load(session)}
     CaptureOptions.from_kwargs(options)
-    opts = {k: [str(p) for p in v] if k == "trust_roots" else v for k, v in options.items()}
+    opts = {k: [str(p) for p in v] if k == "trust_roots" else list(v) if k == "expect" else v for k, v in options.items()}
+    if isinstance(opts.get("session"), LoginSession):
+        # The queue is a database table: a job names its session, the cookies stay encrypted in the home.
+        opts["session"] = opts["session"].name
     return Queue(ledger.store).enqueue_many(
         checked, case=case, operator=operator, note=note, options=opts, max_attempts=max_attempts
     )
@@ -162,6 +170,9 @@ def _handle(
     try:
         with tempfile.TemporaryDirectory(prefix=f"evidence-job{job.id}-") as tmp:
             options = {**defaults, **job.options}
+            if isinstance(options.get("session"), str):
+                # The worker's own home holds the session under the same name.
+                options["session"] = SessionStore.of_home(ledger.home.root).load(options["session"])
             pc = capture(job.url, Path(tmp), case=job.case, operator=job.operator, note=job.note, **options)
             info = dict(pc.info)
             info["queue_job"] = {"id": job.id, "worker": stats.worker, "attempt": job.attempts}
@@ -180,6 +191,18 @@ def _handle(
         queue.fail(job, str(e), retry=False)
         stats.failed.append((job.id, str(e)))
         say(f"job {job.id}: failed: {e}")
+    except ExpectationFailed as e:
+        # Retrying would capture the same login page; the session's other jobs stop too.
+        queue.fail(job, str(e), retry=False)
+        stats.failed.append((job.id, str(e)))
+        say(f"job {job.id}: failed: {e}")
+        name = job.options.get("session")
+        if isinstance(name, str):
+            held = queue.hold_session(name, f"job {job.id} with session {name} lacked its expected text (session expired?)")
+            for j in held:
+                stats.failed.append((j, "not captured: session expired?"))
+            if held:
+                say(f"session {name}: {len(held)} queued job(s) stopped: {', '.join(map(str, held))}")
     except Exception as e:  # noqa: BLE001 - one hostile page must not end the worker
         msg = str(e) if isinstance(e, EvidenceError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         state = queue.fail(job, msg, retry=True)

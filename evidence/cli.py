@@ -253,17 +253,18 @@ def attest(
     as_json: bool = JsonOpt,
 ) -> None:
     """A second officer attests an exhibit record with their own key (and own passphrase)."""
-    from evidence.officers import unlock_officers
+    from evidence.app import acts
+    from evidence.officers import officer_passphrase
     from ledger.log import declared_facts
 
     facts = declared_facts(witness=witness, witness_id=witness_id, witness_contact=witness_contact, holder_note=holder_note)
     led = _open()
     try:
-        led.signer_entry(officer)
+        entry = led.signer_entry(officer)
         led.exhibit_record(index)  # an unknown officer or a wrong index is said before any passphrase is asked
-        (cosigner,) = unlock_officers(led, [officer])
-        rec = led.attest(index, officer, statement, witness=facts.get("witness"), holder_note=facts.get("holder_note"),
-                         key=cosigner.key)
+        # Keys made before officers had their own passphrases are under the home's.
+        unlock = acts.OfficerUnlock(officer, officer_passphrase(officer) if entry.get("own_passphrase") else None)
+        rec = acts.attest(led, index, unlock, statement, witness=facts.get("witness"), holder_note=facts.get("holder_note"))
     finally:
         led.close()
     info = {"index": rec.index, "exhibit_index": index, "officer": officer, "key_id": rec.key_id}
@@ -284,22 +285,23 @@ def record(
     as_json: bool = JsonOpt,
 ) -> None:
     """Write the extraction record (电子数据提取笔录) of an exhibit, in Chinese and English."""
-    from evidence.extraction import FORMATS, build_record, disclosures, missing, write_record
+    from evidence.app import acts
+    from evidence.extraction import FORMATS, disclosures
 
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     led = _open()
     try:
-        rec = build_record(led, index, place=place, tz=tz, tsa_roots=_tsa_roots([]))
+        result = acts.extraction_record(led, index, fmt, output, strict=strict, tz=tz, place=place,
+                                           tsa_roots=_tsa_roots([]))
     finally:
         led.close()
-    lacking = missing(rec)
-    if strict and lacking:
+    rec, path, lacking = result.record, result.path, result.missing
+    if path is None:
         # One line per missing requirement and nothing else, so scripts can count them; no file is written.
         for line in lacking:
             err.print(f"[bold red]missing:[/] {shown(line)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    path = write_record(rec, fmt, output)
     info = {
         "path": str(path), "format": fmt, "exhibit_index": index, "case": rec.case,
         "artifacts": len(rec.artifacts), "attesting_officers": rec.officers,
@@ -364,8 +366,11 @@ def capture(
     load_timeout: float = typer.Option(30.0, "--load-timeout", help="Seconds to wait for the load event."),
     settle_timeout: float = typer.Option(5.0, "--settle-timeout", help="Seconds to wait for requests to settle."),
     max_scroll: int = typer.Option(30, "--max-scroll", help="Scroll steps for lazy loading (bounds infinite scroll)."),
-    viewport: str = typer.Option("1366x768", "--viewport", help="Viewport WIDTHxHEIGHT."),
-    mobile: bool = typer.Option(False, "--mobile", help="Emulate a mobile device."),
+    viewport: str | None = typer.Option(None, "--viewport", help="Viewport WIDTHxHEIGHT (default 1366x768; not with --device)."),
+    mobile: bool = typer.Option(False, "--mobile", help="Emulate a mobile device (not with --device)."),
+    device: str | None = typer.Option(None, "--device", help="Emulate a device by its Playwright name, e.g. \"iPhone 13\" (`evidence devices` lists them): user agent, viewport, scale factor, touch, mobile."),
+    session: str | None = typer.Option(None, "--session", help="Start from a saved login (`evidence session login`); the exhibit records which."),
+    expect: list[str] = typer.Option([], "--expect", help="Text the final page must show (repeat); without it the capture is refused, exit 1, nothing appended."),
     proxy: str | None = typer.Option(None, "--proxy", help="Proxy server for the browser (recorded)."),
     trust_root: list[Path] = typer.Option([], "--trust-root", help="Extra trusted root CA (PEM) for the certificate check."),
     no_mhtml: bool = typer.Option(False, "--no-mhtml", help="Skip the MHTML snapshot."),
@@ -399,8 +404,11 @@ def capture(
         raise UsageError("give either a URL or --urls FILE")
     if interactive and urls is not None:
         raise UsageError("--interactive captures one URL, not --urls")
+    if device is not None and (viewport is not None or mobile):
+        # A device is one consistent set (user agent, size, scale, touch): mixing in parts is refused.
+        raise UsageError("--device sets the viewport and mobile emulation itself: drop --viewport/--mobile, or --device")
     try:
-        w, h = (int(x) for x in viewport.lower().split("x"))
+        w, h = (int(x) for x in (viewport or "1366x768").lower().split("x"))
     except ValueError:
         raise UsageError(f"--viewport must look like 1366x768, not {viewport!r}") from None
     check_proxy(proxy)  # before the ledger opens and any browser starts
@@ -417,10 +425,12 @@ def capture(
         # As Ctrl-C: the browser closes and the capture's temporary files go.
         raise KeyboardInterrupt
 
+    stopped: str | None = None
     led = _open()
     before = signal.signal(signal.SIGTERM, terminated)
     try:
         opts.update(_check_settings(led, time_source, max_clock_offset, ip_echo))
+        opts.update(page_options(led, session=session, device=device, expect=expect))
         if officer or facts:  # officers' keys unlocked now, before any browser starts
             opts["at_capture"] = AtCapture(unlock_officers(led, officer), facts)
         if urls is not None:
@@ -442,6 +452,9 @@ def capture(
 
                 batch = capture_many(todo, case=case, operator=operator, note=note, ledger=led, progress=progress, **opts)
             exhibits, failures = batch.exhibits, batch.failures
+            stopped = batch.stopped
+            if stopped and not as_json:
+                err.print(f"[red]stopped:[/] {shown(stopped)}", highlight=False)
         elif interactive:
             exhibits, failures = [_interactive(str(url), case, operator, note, led, opts)], []
         else:
@@ -451,7 +464,7 @@ def capture(
         signal.signal(signal.SIGTERM, before)
     rows = [_exhibit_summary(ex) for ex in exhibits]
     if as_json:
-        emit({"exhibits": rows, "failures": [{"url": u, "error": e} for u, e in failures]})
+        emit({"exhibits": rows, "failures": [{"url": u, "error": e} for u, e in failures], **({"stopped": stopped} if stopped else {})})
     else:
         for r in rows:
             out.print(f"[green]exhibit[/] record {r['index']}  {shown(r['url'])} -> {shown(r['final_url'])} (HTTP {shown(r['status'])})", highlight=False)
@@ -459,7 +472,15 @@ def capture(
             for w_ in r["warnings"]:
                 err.print(f"  [yellow]warning:[/] {shown(w_)}", highlight=False)
     if failures:
-        raise typer.Exit(3)
+        # A page that lacked its expected text (a lapsed login) is a failed check, not a broken machine.
+        raise typer.Exit(1 if stopped else 3)
+
+
+def page_options(led: Any, *, session: str | None, device: str | None, expect: list[str]) -> dict[str, Any]:
+    """CaptureOptions arguments for --session, --device and --expect (``evidence.app.options``)."""
+    from evidence.app.options import page_options as options
+
+    return options(led, session=session, device=device, expect=expect)
 
 
 def _check_settings(led: Any, time_source: str | None, max_offset: float | None, ip_echo: str | None) -> dict[str, Any]:
@@ -509,7 +530,7 @@ def _exhibit_summary(ex: Any) -> dict[str, Any]:
 
 @app.command()
 def livestream(
-    url: str = typer.Argument(..., help="The stream (.m3u8, .mp4, .webm) or a page that plays it."),
+    url: str | None = typer.Argument(None, help="The stream (.m3u8, .mpd, .flv, .mp4, .webm) or a page that plays it."),
     case: str = typer.Option(..., "--case", help="Case id the windows belong to."),
     duration: float = typer.Option(..., "--duration", help="Seconds to record (the capture may end earlier)."),
     frame_interval: float = typer.Option(1.0, "--frame-interval", help="Seconds between frames (screenshots, decoded frames)."),
@@ -517,17 +538,51 @@ def livestream(
     max_bytes: int | None = typer.Option(None, "--max-bytes", help="Stop after this many bytes of traffic."),
     max_frames: int | None = typer.Option(None, "--max-frames", help="Stop after this many stored frames."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Count identical consecutive frames instead of storing them."),
-    mode: str = typer.Option("auto", "--mode", help="auto, hls, progressive or page."),
+    mode: str = typer.Option("auto", "--mode", help="auto, hls, dash, progressive, page, flv or resolve."),
+    urls: Path | None = typer.Option(None, "--urls", help="A file of room URLs, one a line: record them all at once."),
+    concurrency: int | None = typer.Option(None, "--concurrency", help="With --urls: rooms recorded at the same time (default: all)."),
+    wait_live: float | None = typer.Option(None, "--wait-live", help="Wait up to this many seconds for the stream to go live."),
     operator: str | None = typer.Option(None, "--operator", help="Who captures (recorded in every window)."),
     note: str | None = typer.Option(None, "--note", help="Free text recorded with every window."),
+    session: str | None = typer.Option(None, "--session", help="Saved login (`evidence session`) the page-mode browser or the resolver starts from (with --mode page or resolve)."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Record a live stream into sealed windows of evidence; Ctrl-C ends it cleanly."""
-    from capture.livestream import capture_livestream
+    """Record a live stream (or several rooms with --urls) into sealed windows of evidence; Ctrl-C ends it cleanly."""
+    from capture.livestream import capture_livestream, capture_rooms, read_rooms
 
+    if (url is None) == (urls is None):
+        fail("give either a stream URL or --urls FILE", 2)
+    if session is not None and mode not in ("page", "resolve"):
+        raise UsageError("--session is used by the browser of page mode and the resolver: give --mode page or resolve")
+    common = dict(
+        case=case, duration=duration, frame_interval=frame_interval, window=window, max_bytes=max_bytes,
+        max_frames=max_frames, dedupe=dedupe, operator=operator, note=note, mode=mode, wait_live=wait_live,
+    )  # fmt: skip
+    if urls is not None:
+        rooms = read_rooms(urls)
+        led = _open()
+        try:
+            if session is not None:
+                common["login"] = page_options(led, session=session, device=None, expect=[])["session"]
+            r = capture_rooms(rooms, concurrency=concurrency, ledger=led, **common)
+        finally:
+            led.close()
+        if as_json:
+            emit(r.to_json())
+        else:
+            for s in r.sessions:
+                out.print(f"[green]room[/] {shown(s.url)} ({shown(s.mode)}): {len(s.windows)} window(s), end record {s.end_index}, ended: {shown(s.end_reason)}; {s.segments} segment(s), {s.frames} frame(s)", highlight=False, soft_wrap=True)
+            for u, e in r.failed:
+                err.print(f"  [yellow]room not recorded:[/] {shown(u)}: {shown(e)}", highlight=False, soft_wrap=True)
+        if not any(s.segments or s.frames for s in r.sessions):
+            fail(f"nothing was recorded from {len(rooms)} room(s)" + (f": {r.failed[0][1]}" if r.failed else ""), 3)
+        return
+    assert url is not None
     led = _open()
     quiet = as_json or not err.is_terminal
     try:
+        if session is not None:  # unlocked before any browser starts
+            common["login"] = page_options(led, session=session, device=None, expect=[])["session"]
         with Progress(
             TextColumn("recording"), BarColumn(), TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(), console=err, transient=True, disable=quiet,
@@ -539,11 +594,7 @@ def livestream(
                     mb = e["total_bytes"] / 1e6
                     bar.update(task, completed=e["elapsed"], status=f"{e['windows']} window(s) sealed, {e['total_frames']} frames, {mb:.1f} MB")
 
-            s = capture_livestream(
-                url, case=case, duration=duration, frame_interval=frame_interval, window=window,
-                max_bytes=max_bytes, max_frames=max_frames, dedupe=dedupe, operator=operator, note=note,
-                ledger=led, progress=progress, mode=mode,
-            )  # fmt: skip
+            s = capture_livestream(url, ledger=led, progress=progress, **common)
     finally:
         led.close()
     if as_json:
@@ -564,14 +615,18 @@ def livestream(
 def export(
     case: str = typer.Argument(..., help="Case id to export."),
     output: Path = typer.Option(..., "-o", "--output", help="The case file to write (.wacz)."),
+    mode: str = typer.Option("0644", "--mode", help="Permission bits of the case file, octal (0644: a web server can serve it for replay)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Write one case as a WACZ case file with records, proofs, checkpoints, anchors and keys."""
     from evidence.case import export_case
 
+    if not (len(mode) in (3, 4) and all(c in "01234567" for c in mode) and (len(mode) == 3 or mode[0] == "0")):
+        raise UsageError(f"--mode must be octal permission bits such as 0644 or 0600, not {shown(mode)}")
     led = _open()
     try:
-        s = export_case(led, case, output, progress=None if as_json else (lambda m: err.print(f"  {shown(m)}", highlight=False)))
+        s = export_case(led, case, output, mode=int(mode, 8),
+                        progress=None if as_json else (lambda m: err.print(f"  {shown(m)}", highlight=False)))
     finally:
         led.close()
     info = {"path": str(s.path), "case": s.case, "exhibits": s.exhibits, "records": s.records, "files": s.files, "bytes": s.bytes, "checkpoint_size": s.checkpoint_size}
@@ -598,16 +653,13 @@ def verify(
     as_json: bool = JsonOpt,
 ) -> None:
     """Verify a case file offline: digests, signatures, proofs, checkpoints, anchors, completeness."""
-    from verify.case import verify_case
-    from verify.report import write_report
+    from evidence.app import checks
 
-    res = verify_case(
-        case_file, trust=_read_trust(trust) if trust else (), tsa_roots=_tsa_roots(tsa_root),
+    res = checks.verify(
+        case_file, report=report, trust=_read_trust(trust) if trust else (), tsa_roots=_tsa_roots(tsa_root),
         witnesses=witness, min_witnesses=min_witnesses, allow_incomplete=allow_incomplete,
         deposits=_deposit_adapters(deposit_config),
     )
-    if report is not None:
-        write_report(res, case_file, report)
     if as_json:
         emit(res.to_json())
     else:
@@ -845,6 +897,23 @@ _cli_ops.register(sys.modules[__name__])
 from . import cli_case as _cli_case  # noqa: E402
 
 _cli_case.register(sys.modules[__name__])
+
+# Web app: accounts and `evidence serve`.
+from . import cli_web as _cli_web  # noqa: E402
+
+_cli_web.register(sys.modules[__name__])
+# Saved logins (`evidence session ...`) and `evidence devices`.
+from . import cli_session as _cli_session  # noqa: E402
+
+_cli_session.register(sys.modules[__name__])
+# Shop crawls (`evidence crawl`).
+from . import cli_crawl as _cli_crawl  # noqa: E402
+
+_cli_crawl.register(sys.modules[__name__])
+# Watch lists and the embedded scheduler (`evidence watch`).
+from . import cli_watch as _cli_watch  # noqa: E402
+
+_cli_watch.register(sys.modules[__name__])
 
 
 def _parser_error() -> type[Exception]:

@@ -151,6 +151,9 @@ def enqueue(
     settle_timeout: float | None = typer.Option(None, "--settle-timeout", help="Seconds to wait for requests to settle."),
     max_scroll: int | None = typer.Option(None, "--max-scroll", help="Scroll steps for lazy loading."),
     no_mhtml: bool = typer.Option(False, "--no-mhtml", help="Skip the MHTML snapshot."),
+    session: str | None = typer.Option(None, "--session", help="Saved login the worker's browser starts from (the job names it; the worker's home holds it)."),
+    device: str | None = typer.Option(None, "--device", help="Device to emulate (see `evidence devices`)."),
+    expect: list[str] = typer.Option([], "--expect", help="Text the page must show, else the job fails unsealed (repeat)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Queue pages for capture by `evidence worker` processes (on any machine sharing the ledger)."""
@@ -169,6 +172,11 @@ def enqueue(
             opts[k] = v
     if no_mhtml:
         opts["mhtml"] = False
+    for k, v in (("session", session), ("device", device)):
+        if v is not None:
+            opts[k] = v
+    if expect:
+        opts["expect"] = tuple(expect)
     led = _open()
     try:
         ids = enqueue_urls(led, todo, case=case, operator=operator, note=note, max_attempts=max_attempts, **opts)

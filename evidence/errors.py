@@ -71,5 +71,15 @@ class CaptureError(EvidenceError):
     exit_code = 3
 
 
+class ExpectationFailed(EvidenceError):
+    """The captured page lacks a text it was expected to show (``--expect``, a session's marker).
+
+    Most often a login that lapsed: the site shows its login page instead.
+    Nothing is appended for such a capture.
+    """
+
+    exit_code = 1
+
+
 class CaseFileError(EvidenceError):
     """A case file is unusable: not a ZIP, hostile paths, missing parts."""

@@ -83,6 +83,7 @@ ROLE_NAMES = {
     "capture-log": ("取证操作日志", "capture log"),
     "certificates": ("服务器证书", "server certificates"),
     "download": ("下载文件", "downloaded file"),
+    "frame-dom": ("框架页面源码", "DOM of a frame"),
 }
 
 STEP_NAMES = {
@@ -719,8 +720,22 @@ def disclosures(r: ExtractionRecord) -> list[Disclosure]:
     s = r.info.get("session")
     if s:
         name = s.get("name") if isinstance(s, dict) else s
-        add("session", f"提取时使用了已保存的登录会话 a saved login session was used: {name}。页面内容可能因账号而异 "
-            "what the page shows may depend on the account.")
+        made = (f"，由 {s.get('made_by') or '未记录 not recorded'} 于 {s.get('made_at') or '未记录 not recorded'} 建立 "
+                f"made by {s.get('made_by') or 'not recorded'} at {s.get('made_at') or 'not recorded'}") if isinstance(s, dict) else ""
+        cookies = [f"{c.get('name')} @ {c.get('domain')}" for c in _dicts(s.get("cookies"))] if isinstance(s, dict) else []
+        add("session", f"提取时使用了已保存的登录会话 a saved login session was used: {name}{made}。浏览器以该会话的 Cookie "
+            "与本地存储启动，而非全新配置；页面内容可能因账号而异 the browser started from that session's cookies and local "
+            "storage, not a fresh profile; what the page shows may depend on the account. Cookie（仅名称与域 names and domains only）:",
+            cookies)
+    hidden = [u for u, n in transformed(r) if "(a credential)" in n]
+    if hidden:
+        add("credentials", f"{len(hidden)} 个网络交互中的凭据报头（Cookie、Authorization、Proxy-Authorization、Set-Cookie）"
+            "在 WARC 中以其值的 SHA-256 代替（报头名称保留），接收案卷者无法以调查人员身份登录。"
+            f"In {len(hidden)} exchange(s) the credential headers (Cookie, Authorization, Proxy-Authorization, "
+            "Set-Cookie) are stored in the WARC as sha256:<hex> of their value (header names kept), so whoever "
+            "receives the case file cannot log in as the investigator:", hidden[:MAX_LISTED]
+            + ([f"另有 {len(hidden) - MAX_LISTED} 项 and {len(hidden) - MAX_LISTED} more, listed in network.json"]
+               if len(hidden) > MAX_LISTED else []))
     if not r.anchors:
         add("not-anchored", "本记录尚未经外部时间戳或存证锚定 no external timestamp or deposit covers this record yet.")
     if r.warnings:
@@ -967,7 +982,8 @@ def _device_rows(r: ExtractionRecord) -> Rows:
         ("时区", "Time zone of the machine", [f"{tzf.get('name')} (UTC{tzf.get('utc_offset')})" if tzf else "未记录 not recorded"]),
         ("代理", "Proxy", [str(chk.get("proxy") or "无 none")]),
         ("出口 IP", "Outbound IP", [ip_text(chk.get("outbound_ip") if isinstance(chk.get("outbound_ip"), dict) else None)]),
-        ("全新浏览器配置", "Fresh browser profile", [_yes(chk.get("fresh_profile"))]),
+        ("全新浏览器配置", "Fresh browser profile", [f"否 no: 已登录会话 logged-in session {chk['logged_in_session']}"
+                                                   if chk.get("logged_in_session") else _yes(chk.get("fresh_profile"))]),
         ("无浏览器扩展", "No extensions", [_yes(ext.get("none"))]),
         ("字体", "Fonts", [f"{fonts.get('families', '—')} 种 families, 中文字体 CJK: {len(fonts.get('chinese') or [])}"]),
     ])

@@ -54,7 +54,7 @@ from .statements import (  # noqa: F401
     verify_key_add,
     verify_rotation,
 )
-from .store import SignedDraft, Store, StoredCheckpoint, safe_url
+from .store import SignedDraft, Store, StoredCheckpoint, safe_url, writer_lock_path
 from .trust import Trust, load_retired, write_retirement
 
 #: Written by `evidence join` in the new home: what the log's home must register.
@@ -145,7 +145,8 @@ class Ledger:
             write_atomic(created[-1], (vkey + "\n").encode("utf-8"))
             db_file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
             if db_file is not None and not db_file.exists():
-                created += [db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm"), Path(f"{db_file}-journal")]
+                created += [db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm"), Path(f"{db_file}-journal"),
+                            Path(writer_lock_path(str(db_file)))]
             store = Store(url, create=True)
             try:
                 if store.size() != 0:

@@ -212,6 +212,28 @@ class Queue:
         self.store.write(body, "record a failed job")
         return state
 
+    def hold_session(self, session: str, reason: str) -> list[int]:
+        """Fail every queued job that would use login ``session``; return their ids.
+
+        A lapsed login would only capture login pages: the jobs stop, say why,
+        and are enqueued again after a new ``session login``.
+        """
+
+        def body(conn: Connection) -> list[int]:
+            held = []
+            for r in conn.execute(select(jobs).where(jobs.c.state == "queued")).all():
+                if _job(r).options.get("session") != session:
+                    continue
+                conn.execute(
+                    jobs.update().where(jobs.c.id == r.id, jobs.c.state == "queued").values(
+                        state="failed", error=f"not captured: {reason}"[:4000], updated=utc_now()
+                    )
+                )
+                held.append(int(r.id))
+            return held
+
+        return self.store.write(body, "hold the jobs of a session")
+
     @staticmethod
     def _ours(job: Job) -> tuple[Any, ...]:
         # claimed_by + attempts names one claim: the same worker may claim a job again later.

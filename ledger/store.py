@@ -23,6 +23,7 @@ O(log n) rows and never the whole log.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import threading
@@ -36,8 +37,8 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
-    Engine,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -46,18 +47,26 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
-    event,
     func,
     select,
 )
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from evidence.errors import RollbackError, StoreError
 from evidence.keys import SigningKey
-from evidence.record import GENESIS_PREV, Draft, Record, seal, utc_now
+from evidence.record import (
+    GENESIS_PREV,
+    Draft,
+    Prepared,
+    Record,
+    prepare,
+    record_tail,
+    seal_prepared,
+    utc_now,
+)
 
 from . import merkle, migrations
+from .engine import make_engine, safe_url, writer_lock_path
 
 # Written into ``meta`` since before versioned migrations; a ledger without an
 # alembic_version table but with this value is the schema of revision 0001.
@@ -68,6 +77,8 @@ RETRY_SECONDS = float(os.environ.get("EVIDENCE_DB_RETRY_SECONDS") or 30)
 # connection is gone (class 08) or the server is shutting down / starting up.
 _RETRY_SQLSTATES = ("57P01", "57P02", "57P03")
 T = TypeVar("T")
+# Bound parameters per INSERT: SQLite before 3.32 allows no more than 999.
+_SQLITE_VARS = 999
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,75 @@ jobs = Table(
     Column("error", Text),
     Index("ix_jobs_state_id", "state", "id"),
 )
+# Crawl state (revision 0003): see ledger/crawls.py.
+crawls = Table(
+    "crawls",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("case_id", String(200), nullable=False),
+    Column("start_url", Text, nullable=False),
+    Column("operator", String(200)),
+    Column("options", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created", String(40), nullable=False),
+    Column("updated", String(40), nullable=False),
+    Column("record_idx", BigInteger),
+    Column("reason", Text),
+)
+crawl_pages = Table(
+    "crawl_pages",
+    metadata,
+    Column("crawl_id", BigInteger, ForeignKey("crawls.id"), primary_key=True),
+    Column("url_key", String(64), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("depth", Integer, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("record_idx", BigInteger),
+    Column("links", Text),
+    Column("out_of_scope", Text),
+    Column("error", Text),
+    Index("ix_crawl_pages_state_seq", "crawl_id", "state", "seq"),
+)
+# Watch lists and their alerts (revision 0004): see ledger/watches.py.
+watches = Table(
+    "watches",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("case_id", String(200), nullable=False),
+    Column("every_s", Integer, nullable=False),
+    Column("settings", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("next_due", Float, nullable=False),
+    Column("last_probe_idx", BigInteger),
+    Column("last", Text),
+    Column("last_error", Text),
+    Column("created", String(40), nullable=False),
+    Column("updated", String(40), nullable=False),
+    Index("ix_watches_state_due", "state", "next_due"),
+)
+
+watch_events = Table(
+    "watch_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("watch_id", BigInteger, nullable=False),
+    Column("case_id", String(200), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("time", String(40), nullable=False),
+    Column("probe_idx", BigInteger, nullable=False),
+    Column("exhibit_idx", BigInteger),
+    Column("detail", Text, nullable=False),
+    Column("webhook", Text),
+    Column("delivery", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_try", Float),
+    Column("error", Text),
+    Index("ix_watch_events_delivery", "delivery", "next_try"),
+    Index("ix_watch_events_time", "time"),
+)
 
 
 @dataclass(frozen=True)
@@ -187,44 +267,15 @@ class StoredRecord:
     body: bytes
 
 
-def make_engine(url: str) -> Engine:
-    try:
-        if url.startswith("sqlite"):
-            # timeout: how long BEGIN IMMEDIATE waits for another writer.
-            engine = create_engine(url, connect_args={"timeout": 120})
-
-            @event.listens_for(engine, "connect")
-            def _sqlite_connect(dbapi_conn: Any, _rec: Any) -> None:
-                # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is deferred).
-                dbapi_conn.isolation_level = None
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=FULL")
-                cur.close()
-
-            @event.listens_for(engine, "begin")
-            def _sqlite_begin(conn: Connection) -> None:
-                write = conn.get_execution_options().get("evidence_write", False)
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-            return engine
-        return create_engine(url, pool_pre_ping=True)
-    except (SQLAlchemyError, ImportError, ValueError) as e:
-        raise StoreError(f"cannot use database URL {safe_url(url)}: {e}") from e
-
-
-def safe_url(url: str) -> str:
-    # Never echo a password from a URL into an error line.
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
 class Store:
     """One ledger database. Thread-safe for appends within a process."""
 
-    def __init__(self, url: str, *, create: bool = False):
+    #: Queue SQLite writers on a file lock (benchmarks/ledger_writers.py turns it off for its baseline).
+    writer_turns = True
+
+    def __init__(self, url: str, *, create: bool = False, check: bool = True):
+        """``check=False`` skips the size and schema checks: for the audit's
+        workers, which read a ledger the audit itself judges, damaged or not."""
         self.url = url
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
@@ -237,10 +288,13 @@ class Store:
         self.rows_read = 0  # node rows read for proofs (benchmarks report it)
         self.retry_seconds = RETRY_SECONDS
         self.retries = 0  # transactions run again after a lost connection
+        db = self.engine.url.database if self.is_sqlite else None
+        self._lock_path = writer_lock_path(db) if db and db != ":memory:" and not db.startswith("file:") else None
         try:
             if create:
                 self._create()
-            self._check_open()
+            if check:
+                self._check_open()
         except (OperationalError, DBAPIError) as e:
             raise StoreError(f"cannot open ledger database {safe_url(url)}: {_first_line(e)}") from e
 
@@ -297,9 +351,36 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(evidence_write=True) as conn:
+        with self._writer_turn(), self.engine.connect().execution_options(evidence_write=True) as conn:
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """Hold the SQLite writers' file lock for one write transaction.
+
+        SQLite's busy handler sleeps and retries, so a writer that just
+        arrived often wins over one that has waited for seconds (8 writers:
+        p99 170x p50). Writers queue on flock(2) instead, taken before BEGIN
+        IMMEDIATE: the kernel wakes the waiters when it is released, so
+        nobody sleeps through a free lock. A writer that does not take it
+        (an older version) is still serialised by SQLite's own lock.
+        """
+        if self._lock_path is None or not Store.writer_turns:
+            yield
+            return
+        try:
+            # A descriptor per transaction: flock is per open file, so two
+            # threads of this process sharing one would not exclude each other.
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:
+            yield  # a read-only directory: SQLite's lock alone still serialises
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def _retryable(self, e: BaseException) -> bool:
         if self.is_sqlite or not isinstance(e, DBAPIError):
@@ -359,6 +440,8 @@ class Store:
             d.check()
         if not drafts:
             return []
+        # Encoded before the lock: only what depends on the chain is done under it.
+        preps = [_prepare(d, key, origin) for d in drafts]
         # Records sealed by the last attempt; if its connection died during
         # COMMIT they may have landed, and must then not be appended twice.
         sealed: list[Record] = []
@@ -368,7 +451,7 @@ class Store:
             if sealed and self._landed(conn, sealed, state.size):
                 return list(sealed)
             sealed.clear()
-            out = self._append_locked(conn, state, drafts, key, origin, sealed)
+            out = self._append_locked(conn, state, preps, key, origin, sealed)
             if on_locked is not None:
                 # Same transaction: side rows commit with the records or not at all.
                 on_locked(conn, out)
@@ -394,7 +477,7 @@ class Store:
         self,
         conn: Connection,
         state: Any,
-        drafts: Sequence[Draft],
+        preps: Sequence[Prepared | SignedDraft],
         key: SigningKey,
         origin: str,
         sealed: list[Record],
@@ -405,24 +488,24 @@ class Store:
             edge = merkle.CompactRange.from_nodes(size, self._node_source(conn))
         # One time for the whole batch: all of it is appended in this instant.
         # The recorded time never runs backwards even if the clock does.
-        now = utc_now()
-        time = max(now, state.last_time)
+        time = max(utc_now(), state.last_time)
+        tail = record_tail(time)
         out: list[Record] = []
         rec_rows: list[tuple[Any, ...]] = []
         node_rows: list[tuple[Any, ...]] = []
+        add_node = node_rows.append
         prev = prev_leaf.hex()
-        for i, draft in enumerate(drafts):
-            signer = key
-            if isinstance(draft, SignedDraft):
-                signer = draft.key or key
-                if draft.link is not None:
-                    draft = Draft(draft.kind, draft.link(list(out)), draft.case)
-                    draft.check()
-            rec = seal(draft, index=size + i, prev=prev, time=time, origin=origin, key=signer)
+        for i, p in enumerate(preps):
+            if not isinstance(p, Prepared):
+                # Its payload names records of this batch: known only now.
+                d = Draft(p.kind, p.link(list(out)), p.case)  # type: ignore[misc]  # link is set: see _prepare
+                d.check()
+                p = prepare(d, origin=origin, key=p.key or key)
+            rec = seal_prepared(p, index=size + i, prev=prev, time=time, tail=tail)
             leaf = rec.leaf
-            rec_rows.append((rec.index, leaf, draft.kind, draft.case, time, rec.key_id, rec.raw))
-            for level, idx, h in edge.append(leaf):
-                node_rows.append((level, idx, h))
+            rec_rows.append((rec.index, leaf, rec.kind, rec.case, time, rec.key_id, rec.raw))
+            for node in edge.append(leaf):
+                add_node(node)
             prev = leaf.hex()
             out.append(rec)
         sealed.extend(out)
@@ -432,17 +515,32 @@ class Store:
         conn.execute(
             tree_state.update()
             .where(tree_state.c.id == 1)
-            .values(size=size + len(drafts), last_leaf=out[-1].leaf, last_time=time)
+            .values(size=size + len(preps), last_leaf=out[-1].leaf, last_time=time)
         )
         self._edge, self._edge_leaf = edge, out[-1].leaf
         return out
 
     def _insert(self, conn: Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
-        m = self._mark
-        one = "(" + ", ".join([m] * len(rows[0])) + ")"
+        base = self.engine.dialect.loaded_dbapi.Error
+        try:
+            self._insert_raw(conn, into, rows)
+        except base as e:
+            # The driver's own error, raised past SQLAlchemy: wrap it as SQLAlchemy would
+            # (OperationalError, IntegrityError, ...) so `write` judges retries the same way.
+            raise DBAPIError.instance(f"INSERT INTO {into}", None, e, base) from e
+
+    def _insert_raw(self, conn: Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
         if self.is_sqlite:
-            # In-process: executemany costs no round trips.
-            conn.exec_driver_sql(f"INSERT INTO {into} VALUES {one}", rows)  # type: ignore[arg-type]
+            # Many rows per statement: per-statement work in pysqlite (reset,
+            # rebind, step) was ~15 % of the insert, cheaper in one big VALUES.
+            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            width = len(rows[0])
+            per = _SQLITE_VARS // width
+            for i in range(0, len(rows), per):
+                chunk = rows[i : i + per]
+                values = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))
+                cur.execute(f"INSERT INTO {into} VALUES {values}", [x for row in chunk for x in row])
+            cur.close()
             return
         # Over the network every statement is a round trip made while the
         # tree lock is held: COPY sends the whole batch in one stream.
@@ -646,6 +744,14 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _prepare(draft: Draft, key: SigningKey, origin: str) -> Prepared | SignedDraft:
+    if isinstance(draft, SignedDraft):
+        if draft.link is not None:
+            return draft  # its payload is made under the lock, from the records before it
+        return prepare(Draft(draft.kind, draft.payload, draft.case), origin=origin, key=draft.key or key)
+    return prepare(draft, origin=origin, key=key)
 
 
 def _as_bytes(value: Any) -> bytes:

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evidence import waczsign
 from evidence.case import (
     CASE_JSON,
     DATAPACKAGE,
@@ -64,6 +65,7 @@ from evidence.case import (
     EXPORT_VERSION,
     FILE_TYPE,
     FILE_VERSION,
+    WARC_NAME,
     CaseReader,
     case_map_bytes,
     checkpoint_path,
@@ -92,11 +94,11 @@ from ledger.statements import key_add_facts, verify_key_add, verify_rotation
 from ledger.trust import Trust, beyond_lifetime, lifetimes
 
 from .result import Check
-from .warc import WarcChecker, WarcSummary
+from .warc import Lane, WarcChecker, WarcSummary
 
 READ_CHUNK = 4 << 20
 KEEP_MAX = 4 << 20  # small evidence files kept in memory from the hash pass
-SIDE_HASH_MIN = 32 << 20  # WARCs above this hash in a side thread
+SIDE_HASH_MIN = 32 << 20  # entries above this are hashed on lanes (verify.warc.Lane) while they are read
 MAX_NOTE = 64 << 10
 MAX_PROOF = 64 << 10
 MAX_RECORD = 16 << 20
@@ -110,7 +112,7 @@ _WRITTEN = re.compile(
     rf"evidence/record-{_N}\.(?:json|tlog-proof)|evidence/exhibit-{_N}(?:\.json|-[a-z0-9._-]+)"
     rf"|evidence/checkpoint-{_N}\.note|evidence/consistency-{_N}-{_N}\.proof|evidence/key-[0-9a-f]{{16}}\.vkey"
     rf"|evidence/anchor-{_N}-(?:token\.tsr|chain\.pem|cosignature\.txt|receipt\.bin)|evidence/tsa-root-{_N}\.pem"
-    rf"|archive/{_N}-[a-z0-9._-]+\.warc(?:\.gz)?|evidence/case\.json|indexes/index\.cdxj|pages/pages\.jsonl"
+    rf"|archive/{_N}-[a-z0-9._-]+\.warc(?:\.gz)?|archive/{WARC_NAME.pattern}|evidence/case\.json|indexes/index\.cdxj?|pages/pages\.jsonl"
     r"|datapackage\.json|datapackage-digest\.json"
 )
 # Signed files and proofs, read (capped) before anything else: (pattern, cap).
@@ -280,31 +282,36 @@ def _is_warc(name: str) -> bool:
 
 
 def _hash_entry(z: CaseReader, name: str, keep: bool) -> _Hashed:
+    """SHA-256 of one entry and, for a WARC, every record's digests: from one read of its bytes."""
     h = hashlib.sha256()
     n = 0
     parts: list[bytes] | None = [] if keep else None
-    checker = WarcChecker() if _is_warc(name) else None
+    is_warc = _is_warc(name)
     try:
-        if checker is not None and z.size(name) >= SIDE_HASH_MIN:
-            # Pipeline: the side thread hashes chunk k while this one inflates and checks it.
-            with ThreadPoolExecutor(1) as side:
-                pending = None
-                for chunk in z.iter_chunks(name, READ_CHUNK):
-                    if pending is not None:
-                        pending.result()
-                    pending = side.submit(h.update, chunk)
-                    checker.feed(chunk)
-                    n += len(chunk)
-                if pending is not None:
-                    pending.result()
-        else:
-            for chunk in z.iter_chunks(name, READ_CHUNK):
-                h.update(chunk)
-                n += len(chunk)
-                if checker is not None:
-                    checker.feed(chunk)
-                if parts is not None:
-                    parts.append(chunk)
+        if z.size(name) >= SIDE_HASH_MIN and not keep:
+            # Pipeline: this thread reads (and inflates, and parses a WARC's) chunk k+1 while
+            # lanes on the pool hash chunk k: the file digest, each record's block and payload digest.
+            with ThreadPoolExecutor(3 if is_warc else 1, thread_name_prefix="verify-lane") as pool:
+                lane = Lane(h, pool)
+                checker = WarcChecker(pool) if is_warc else None
+                try:
+                    for chunk in z.iter_chunks(name, READ_CHUNK):
+                        lane.update(chunk)
+                        if checker is not None:
+                            checker.feed(chunk)
+                        n += len(chunk)
+                finally:
+                    lane.wait()
+                summary = checker.close() if checker is not None else None
+            return _Hashed(h.hexdigest(), n, None, summary)
+        checker = WarcChecker() if is_warc else None
+        for chunk in z.iter_chunks(name, READ_CHUNK):
+            h.update(chunk)
+            n += len(chunk)
+            if checker is not None:
+                checker.feed(chunk)
+            if parts is not None:
+                parts.append(chunk)
     except IntegrityError as e:
         return _Hashed(None, n, error=str(e))
     return _Hashed(
@@ -423,9 +430,12 @@ class _Run:
         # missing file somewhere else instead of as itself.
         self.check_map()
         self.check_exhibits()
+        self.check_payload_claims()
         self.check_attestations()
+        self.check_crawls()
         self.check_anchors()
         self.check_bound()
+        self.check_wacz_signature()  # last: it proves nothing the checks above do not, so it is never the first failure
         self.summarise()
 
     def check_names(self) -> None:
@@ -475,7 +485,7 @@ class _Run:
             got = self.hashed[DATAPACKAGE].sha256
             if got != want:
                 self.add("datapackage-digest", False, f"sha256 {got}, {DATAPACKAGE_DIGEST} says {want}", DATAPACKAGE)
-            elif raw_d != datapackage_digest(raw):
+            elif raw_d != datapackage_digest(raw, d.get("signedData") if "signedData" in d else None):
                 self.add("datapackage-digest", False, "altered: not the exact form evidence-chain writes", DATAPACKAGE_DIGEST)
             else:
                 self.add("datapackage-digest", True, f"sha256 {got} (consistency only: it binds nothing)", DATAPACKAGE)
@@ -800,6 +810,50 @@ class _Run:
             self.add("completeness", True, f"every one of the {len(listed)} records and {len(files)} files named by "
                      f"export record {e} is present", where)
 
+    def check_wacz_signature(self) -> None:
+        """The WACZ ``signedData``: by the key the export record names, introduced by a verified ``wacz-key`` record.
+
+        It adds nothing to what the records prove (datapackage.json binds
+        nothing); it is checked so that the signature ReplayWeb.page shows
+        is never one this verifier would not stand behind.
+        """
+        where = DATAPACKAGE_DIGEST
+        kid = self.export.payload.get("wacz_key") if self.export is not None else None
+        try:
+            raw_d = self.z.read(DATAPACKAGE_DIGEST, 1 << 16) if DATAPACKAGE_DIGEST in self.z else b"{}"
+            d = load_json(raw_d, DATAPACKAGE_DIGEST)
+            signed = d.get("signedData") if isinstance(d, dict) else None
+        except EvidenceError as e:
+            self.add("wacz-signature", False, f"unusable: {e}", where)
+            return
+        if kid is None:
+            if signed is not None and self.export is not None:
+                self.add("wacz-signature", False, "signedData present, but the export record names no WACZ signing key",
+                         where)
+            elif signed is not None:  # no verified export record: INCOMPLETE, said by completeness
+                self.gap("wacz-signature", "signedData present, but no verified export record names the key that "
+                         "made it", where)
+            return  # else exported before WACZ signing
+        try:
+            keys: dict[str, str] = {}
+            for i in sorted(self.proven):
+                rec = self.records[i]
+                if rec.kind == waczsign.KEY_KIND and i < self.export.index:
+                    k, spki = waczsign.verify_key_record(rec.payload, self.res.origin or "")
+                    keys[k] = spki
+            if not isinstance(kid, str) or kid not in keys:
+                raise IntegrityError(f"export record {self.export.index} names WACZ signing key {str(kid)[:40]}, which "
+                                     f"no verified {waczsign.KEY_KIND} record of the bundle introduces")
+            raw = self.z.read(DATAPACKAGE, MAX_DATAPACKAGE)
+            package = load_json(raw, DATAPACKAGE)
+            created = package.get("created") if isinstance(package, dict) else None
+            waczsign.verify_signed_data(signed, raw, created, keys[kid])
+        except EvidenceError as e:
+            self.add("wacz-signature", False, str(e), where)
+            return
+        self.add("wacz-signature", True, f"signedData by WACZ signing key {kid} (ECDSA P-384), introduced by the "
+                 f"log's records and named by export record {self.export.index}", where)
+
     def plan_exhibits(self) -> None:
         """Each verified exhibit record names its manifest's digest; each manifest its artifacts' digests."""
         entries = {x.get("index"): x for x in self.case.get("exhibits") or [] if isinstance(x, dict)}
@@ -848,8 +902,12 @@ class _Run:
             files = files if isinstance(files, dict) else {}
             for a in arts:
                 zpath = files.get(a.get("name"))
-                # An artifact lives under its own exhibit's prefix, so one exhibit cannot borrow another's file.
-                if isinstance(zpath, str) and (zpath.startswith(f"archive/{idx}-") or zpath.startswith(f"evidence/exhibit-{idx}-")):
+                # An artifact lives under its own exhibit's prefix, so one exhibit cannot borrow another's file;
+                # a WARC stored under its own (unique) WARC-Filename is claimed by the first exhibit naming it only.
+                own_warc = (isinstance(zpath, str) and zpath.startswith("archive/") and zpath not in self.artifact_of
+                            and WARC_NAME.fullmatch(zpath.removeprefix("archive/")) is not None)
+                if isinstance(zpath, str) and (zpath.startswith(f"archive/{idx}-") or zpath.startswith(f"evidence/exhibit-{idx}-")
+                                               or own_warc):
                     self.expect_file(zpath, a.get("sha256"), a.get("size"), f"manifest of exhibit {idx}")
                     self.artifact_of[zpath] = idx
 
@@ -1043,6 +1101,30 @@ class _Run:
             summary["proven"] = proven
             self.res.exhibits.append(summary)
 
+    def check_payload_claims(self) -> None:
+        """A WARC record stored by reference: its payload must be that artifact of the same exhibit, digest and size."""
+        for summary in self.res.exhibits:
+            idx = summary["index"]
+            arts = {a["name"]: a for a in summary["artifacts"] if isinstance(a.get("name"), str)}
+            for w in summary["artifacts"]:
+                h = self.hashed.get(w["path"]) if isinstance(w.get("path"), str) else None
+                if h is None or h.warc is None:
+                    continue
+                for c in h.warc.claims:
+                    a = arts.get(c.name)
+                    if a is None:
+                        ok, why = False, f"{c.record} stores the payload of {c.uri} as artifact {c.name!r}, which exhibit {idx} does not hold"
+                    elif c.alg != "sha256" or c.digest.hex() != a.get("sha256") or (c.length is not None and c.length != a.get("size")):
+                        ok, why = False, (f"{c.record} names artifact {c.name!r} with {c.alg} {c.digest.hex()} ({c.length} bytes), "
+                                          f"but the manifest holds sha256 {a.get('sha256')} ({a.get('size')} bytes)")
+                    elif not a.get("ok"):
+                        ok, why = False, f"{c.record} names artifact {c.name!r}, whose file does not match the manifest"
+                    else:
+                        ok, why = True, f"{c.record}: payload of {c.uri} is artifact {c.name} (sha256 {c.digest.hex()})"
+                    self.add("warc-payload-artifact", ok, why, w["path"])
+                    if not ok:
+                        summary["proven"] = False
+
     def check_attestations(self) -> None:
         for idx, rec in sorted(self.records.items()):
             if rec.kind != "attestation":
@@ -1070,6 +1152,29 @@ class _Run:
                 self.res.attestations.append({"index": idx, "exhibit_index": target, "officer": rec.payload.get("officer"),
                                               "time": rec.time, "key_id": rec.key_id, "statement": rec.payload.get("statement"),
                                               "at_capture": rec.payload.get("at_capture") is True})
+
+    def check_crawls(self) -> None:
+        """Each page a crawl record names is an earlier exhibit of this case, present and proven here."""
+        proven = set(self.res.proven_exhibits())
+        for idx, rec in sorted(self.records.items()):
+            if rec.kind != "crawl" or rec.case != self.res.case:
+                continue
+            pages = rec.payload.get("pages")
+            named = [p.get("exhibit_index") for p in pages if isinstance(p, dict)] if isinstance(pages, list) else None
+            if named is None:
+                self.add("crawl", False, "crawl record has no list of pages", record_path(idx))
+                continue
+            named = [i for i in named if i is not None]  # pages that failed have no exhibit
+            bad = next((i for i in named if type(i) is not int or not (
+                (ex := self.records.get(i)) is None or (ex.kind == "exhibit" and ex.case == rec.case and i < idx))), None)
+            if bad is not None:
+                self.add("crawl", False, f"crawl record names {bad!r} as a page's exhibit: not an earlier exhibit of case {rec.case}", record_path(idx))
+                continue
+            missing = [i for i in named if i not in proven]
+            if missing:
+                self.gap("crawl", f"crawl record names exhibit(s) {', '.join(map(str, missing[:10]))} not present and proven in this bundle", record_path(idx))
+                continue
+            self.add("crawl", True, f"crawl of {len(named)} page(s) from {rec.payload.get('start_url')}: every exhibit present and proven", record_path(idx))
 
     def check_anchors(self) -> None:
         from ledger.anchors import check_anchor_record

@@ -12,8 +12,11 @@ lifetime) or from the rotation record in the ledger; a ledger that retires a
 pinned key at another record than the pinned lifetime says is another history.
 
 Signature checks are independent per record, so they run on a process pool
-(both cores); the chain, key history and Merkle tree are sequential and run
-in this process over the stream of results, in index order.
+(both cores), each worker reading its own index ranges from the database and
+returning per record only the leaf, the link and what the key history needs;
+the chain, key history and Merkle tree are sequential and run in this
+process over those results, in index order, a few ranges in flight at once
+(bounded memory).
 """
 
 from __future__ import annotations
@@ -44,30 +47,44 @@ CHUNK = 4000
 MAX_PROBLEMS = 1000
 _PARALLEL_FROM = 20000  # below this, a pool costs more than it saves
 
-# Per-record outcome computed by a worker: index, leaf, prev, key_id, kind,
-# rotation payload (only for key-rotation records), error text or None.
-Outcome = tuple[int, bytes, str, str, str, Any, str | None]
+# Per-record outcome computed by a worker: index, leaf, stored leaf matches,
+# prev, key_id, kind, payload (only for key-add, key-rotation, attestation),
+# error text or None.
+Outcome = tuple[int, bytes, bool, str, str, str, Any, str | None]
 
 _worker_keys: dict[str, Any] = {}
+_worker_store: list[Any] = []  # the worker process's own connection to the ledger
 
 
-def _init_worker(keys: dict[str, bytes]) -> None:
+def _init_worker(keys: dict[str, bytes], store_type: Any = None, url: str | None = None) -> None:
     _worker_keys.clear()
     for kid, raw in keys.items():
         try:
             _worker_keys[kid] = public_from_raw(raw)
         except EvidenceError:
             pass
+    if store_type is not None:
+        # Each worker reads its own ranges: record bodies never pass through
+        # the parent, which only merges the results in index order.
+        _worker_store[:] = [store_type(url, check=False)]
 
 
-def _check_chunk(items: Sequence[tuple[int, bytes]]) -> list[Outcome]:
+def _pool_range(lo: int, hi: int) -> list[Outcome]:
+    return _check_range(_worker_store[0], lo, hi)
+
+
+def _check_range(store: Store, lo: int, hi: int) -> list[Outcome]:
+    """Form, signature, leaf of the stored records with lo <= index < hi."""
     out: list[Outcome] = []
-    for idx, body in items:
+    for s in store.iter_records(start=lo, end=hi, chunk=hi - lo):
+        idx, body = s.index, s.body
         leaf = record_leaf_hash(body)
+        ok = leaf == s.leaf
         try:
+            # One parse: the signed bytes are cut from the stored bytes (Record.unsigned).
             rec = parse_record(body, expect_index=idx)
         except EvidenceError as e:
-            out.append((idx, leaf, "", "", "", None, str(e)))
+            out.append((idx, leaf, ok, "", "", "", None, str(e)))
             continue
         err = None
         pub = _worker_keys.get(rec.key_id)
@@ -80,20 +97,8 @@ def _check_chunk(items: Sequence[tuple[int, bytes]]) -> list[Outcome]:
                 err = str(e).split(": ", 1)[-1] + f" (key {rec.key_id})"
         # Payloads the sequential pass needs: key changes and attestations.
         rot = rec.payload if rec.kind in ("key-rotation", "key-add", "attestation") else None
-        out.append((idx, leaf, rec.prev, rec.key_id, rec.kind, rot, err))
+        out.append((idx, leaf, ok, rec.prev, rec.key_id, rec.kind, rot, err))
     return out
-
-
-def _chunks(store: Store, end: int) -> Iterator[list[tuple[int, bytes, bytes]]]:
-    batch: list[tuple[int, bytes, bytes]] = []
-    # Only up to the size read at the start: writers may append meanwhile.
-    for s in store.iter_records(chunk=CHUNK, end=end):
-        batch.append((s.index, s.body, s.leaf))
-        if len(batch) == CHUNK:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def audit_store(
@@ -135,33 +140,34 @@ def audit_store(
     if 0 in cp_at:
         _check_root(cp_at[0], merkle.EMPTY_ROOT, verifiers, life, problem)
 
-    def outcomes() -> Iterator[tuple[list[tuple[int, bytes, bytes]], list[Outcome]]]:
+    def outcomes() -> Iterator[list[Outcome]]:
+        ranges = [(lo, min(lo + CHUNK, size)) for lo in range(0, size, CHUNK)]
         n = workers if workers is not None else (2 if size >= _PARALLEL_FROM else 0)
         if n <= 0:
             _init_worker(candidates)
-            for batch in _chunks(store, size):
-                yield batch, _check_chunk([(i, b) for i, b, _ in batch])
+            for lo, hi in ranges:
+                yield _check_range(store, lo, hi)
             return
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=(candidates,)) as pool:
+        init = (candidates, type(store), store.url)
+        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_worker, initargs=init) as pool:
             pending: list[Any] = []
-            for batch in _chunks(store, size):
-                pending.append((batch, pool.submit(_check_chunk, [(i, b) for i, b, _ in batch])))
-                # Keep a few chunks in flight: bounded memory, both cores busy.
+            for lo, hi in ranges:
+                pending.append(pool.submit(_pool_range, lo, hi))
+                # Keep a few ranges in flight: bounded memory, every core busy.
                 if len(pending) >= 2 * n + 2:
-                    b, fut = pending.pop(0)
-                    yield b, fut.result()
-            for b, fut in pending:
-                yield b, fut.result()
+                    yield pending.pop(0).result()
+            for fut in pending:
+                yield fut.result()
 
-    for batch, results in outcomes():
+    for results in outcomes():
         made: dict[int, dict[int, bytes]] = {}
-        for (idx, _body, stored_leaf), (_, leaf, rprev, kid, kind, rot, err) in zip(batch, results):
+        for idx, leaf, leaf_ok, rprev, kid, kind, rot, err in results:
             if idx != expect:
                 problem(expect, f"missing: the next stored record is index {idx}")
                 expect = idx
                 prev = "?"
-            if stored_leaf != leaf:
+            if not leaf_ok:
                 problem(idx, "stored leaf hash does not match the record bytes")
             if err is not None:
                 problem(idx, err)

@@ -24,18 +24,36 @@ import base64
 import binascii
 import hashlib
 import zlib
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
 MAX_HEADER = 64 << 10  # a WARC or HTTP header block larger than this is not honest
 OUT_CHUNK = 4 << 20  # most zlib may produce per call: bounds memory on bombs
+IN_SLICE = 512 << 10  # input handed to zlib per call (see WarcChecker._feed)
 MAX_RATIO = 200  # decompressed / compressed bytes; beyond this it is a bomb
 RATIO_FLOOR = 64 << 20
 MAX_ERRORS = 20
+# A revisit record whose payload is an artifact of the same exhibit (capture
+# stores a download's bytes once, as that artifact): its name and length.
+PAYLOAD_ARTIFACT = "evidence-payload-artifact"
+PAYLOAD_LENGTH = "evidence-payload-length"
 
 
 class WarcFormatError(Exception):
     """The bytes are not a well-formed WARC (reported as a failed check)."""
+
+
+@dataclass(frozen=True)
+class PayloadClaim:
+    """A revisit record's statement that its payload is artifact ``name`` of the exhibit."""
+
+    record: str  # "record N (<urn:uuid:...>)"
+    uri: str
+    name: str
+    alg: str
+    digest: bytes
+    length: int | None
 
 
 @dataclass
@@ -46,6 +64,7 @@ class WarcSummary:
     no_digest: int = 0
     not_comparable: int = 0  # chunked payloads whose digest tools compute differently
     errors: list[str] = field(default_factory=list)
+    claims: list[PayloadClaim] = field(default_factory=list)  # bound to artifacts by the case verifier
 
     @property
     def ok(self) -> bool:
@@ -60,6 +79,8 @@ class WarcSummary:
             s += f"; {self.no_digest} record(s) carry no digest"
         if self.not_comparable:
             s += f"; {self.not_comparable} chunked payload digest(s) not comparable (block digest checked)"
+        if self.claims:
+            s += f"; {len(self.claims)} payload(s) stored once, as artifacts of the exhibit"
         return s
 
 
@@ -81,10 +102,44 @@ def _parse_digest(value: str) -> tuple[str, bytes]:
     return alg, raw
 
 
+LANE_MIN = 256 << 10  # slices this large are hashed on a lane thread; smaller ones inline
+
+
+class Lane:
+    """A hash fed in order on a worker thread, so that several hashes of one byte stream run on several cores.
+
+    ``update`` waits only for this hash's previous slice: at most one slice
+    per lane is in flight (memory stays bounded), and the caller goes on
+    inflating and parsing while the lanes hash.
+    """
+
+    def __init__(self, h: Any, pool: Executor | None):
+        self.h, self.pool = h, pool
+        self._pending: Future[None] | None = None
+
+    def update(self, data: Any) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        if self.pool is None or len(data) < LANE_MIN:
+            self.h.update(data)
+        else:
+            self._pending = self.pool.submit(self.h.update, data)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def digest(self) -> bytes:
+        self.wait()
+        return bytes(self.h.digest())
+
+
 class _Record:
     """Digest state of the record being read."""
 
-    def __init__(self, headers: dict[str, str], number: int):
+    def __init__(self, headers: dict[str, str], number: int, pool: Executor | None = None):
         self.number = number
         self.rid = headers.get("warc-record-id", "?")
         try:
@@ -97,8 +152,19 @@ class _Record:
         rtype = headers.get("warc-type", "").lower()
         pd = headers.get("warc-payload-digest")
         self.payload_want = _parse_digest(pd) if pd and rtype != "revisit" else None
+        self.claim: PayloadClaim | None = None
+        if rtype == "revisit" and PAYLOAD_ARTIFACT in headers:
+            if not pd:
+                raise WarcFormatError(f"record {number}: names payload artifact but carries no WARC-Payload-Digest")
+            alg, raw = _parse_digest(pd)
+            length = headers.get(PAYLOAD_LENGTH)
+            if length is not None and not length.isdigit():
+                raise WarcFormatError(f"record {number}: bad {PAYLOAD_LENGTH} {length[:20]!r}")
+            self.claim = PayloadClaim(f"record {number} ({self.rid})", headers.get("warc-target-uri", ""),
+                                      headers[PAYLOAD_ARTIFACT], alg, raw, int(length) if length is not None else None)
         self.http = headers.get("content-type", "").lower().startswith("application/http")
-        self.block = hashlib.new(self.block_want[0]) if self.block_want else None
+        self.pool = pool
+        self.block = Lane(hashlib.new(self.block_want[0]), pool) if self.block_want else None
         self.payload: Any = None
         self.shared = False  # payload == block, same algorithm: reuse the block hash
         self.head = bytearray()  # HTTP header bytes until the blank line
@@ -110,7 +176,7 @@ class _Record:
             elif self.block_want and self.block_want[0] == self.payload_want[0]:
                 self.shared = True
             else:
-                self.payload = hashlib.new(self.payload_want[0])
+                self.payload = Lane(hashlib.new(self.payload_want[0]), pool)
 
     def feed(self, data: memoryview) -> None:
         if self.block is not None:
@@ -125,8 +191,8 @@ class _Record:
             assert self.payload_want is not None
             headers = bytes(self.head[:end]).lower()
             self.chunked = b"\ntransfer-encoding: chunked" in headers or b"\ntransfer-encoding:chunked" in headers
-            self.payload = hashlib.new(self.payload_want[0])
-            self.payload.update(self.head[end + 4:])
+            self.payload = Lane(hashlib.new(self.payload_want[0]), self.pool)
+            self.payload.update(bytes(self.head[end + 4:]))
             self.head = bytearray()
             self.in_head = False
         elif self.payload is not None:
@@ -134,6 +200,8 @@ class _Record:
 
     def finish(self, out: WarcSummary) -> None:
         where = f"record {self.number} ({self.rid})"
+        if self.claim is not None:
+            out.claims.append(self.claim)
         if self.block_want is None and self.payload_want is None:
             out.no_digest += 1
         if self.block_want is not None:
@@ -161,9 +229,14 @@ class _Record:
 
 
 class WarcChecker:
-    """Feed raw file bytes with ``feed``; ``close`` returns the summary (never raises)."""
+    """Feed raw file bytes with ``feed``; ``close`` returns the summary (never raises).
 
-    def __init__(self) -> None:
+    With ``pool`` (two or more threads), the block and payload digests of
+    large records are computed on it while this thread inflates and parses.
+    """
+
+    def __init__(self, pool: Executor | None = None) -> None:
+        self.pool = pool
         self.summary = WarcSummary()
         self._gzip: bool | None = None
         self._z: Any = None
@@ -190,7 +263,6 @@ class WarcChecker:
         self.summary.errors.append(f"malformed WARC after {self.summary.records} record(s): {why}")
 
     def _feed(self, data: bytes) -> None:
-        self._in += len(data)
         if self._gzip is None:
             if not data:
                 return
@@ -198,9 +270,17 @@ class WarcChecker:
             if self._gzip:
                 self._z = zlib.decompressobj(31)
         if not self._gzip:
+            self._in += len(data)
             self._parse(memoryview(data))
             return
-        src = data
+        # Small input slices: when max_length stops zlib, unconsumed_tail is a fresh copy
+        # of the rest of the input it was given, so a whole chunk would be copied again.
+        mv = memoryview(data)
+        for i in range(0, len(mv), IN_SLICE):
+            self._in += len(mv[i : i + IN_SLICE])
+            self._inflate(mv[i : i + IN_SLICE])
+
+    def _inflate(self, src: Any) -> None:
         while src:
             self._member_open = True
             try:
@@ -276,7 +356,7 @@ class WarcChecker:
                 raise WarcFormatError(f"malformed WARC header line {line[:40]!r}")
             headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
         self.summary.records += 1
-        self._rec = _Record(headers, self.summary.records)
+        self._rec = _Record(headers, self.summary.records, self.pool)
         if self._rec.left == 0:
             self._rec.finish(self.summary)
             self._rec = None

@@ -26,12 +26,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from evidence.errors import SchemaError, StoreError
 
+from ..engine import make_engine, safe_url
+
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy import Connection
 
 #: Every revision this version of the library knows, oldest first.
-KNOWN = ("0001", "0002")
+KNOWN = ("0001", "0002", "0003", "0004")
 HEAD = KNOWN[-1]
 #: The schema written before versioned migrations is revision 0001.
 LEGACY = "0001"
@@ -135,8 +137,6 @@ def _check_legacy(conn: Connection) -> None:
 
 def upgrade(url: str, target: str = "head") -> Status:
     """Bring the ledger at ``url`` to ``target`` in one transaction; return the status before."""
-    from ledger.store import make_engine, safe_url
-
     engine = make_engine(url)
     try:
         with engine.connect().execution_options(evidence_write=True) as conn, conn.begin():
@@ -150,8 +150,6 @@ def upgrade(url: str, target: str = "head") -> Status:
 
 
 def status(url: str) -> Status:
-    from ledger.store import make_engine, safe_url
-
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

@@ -29,7 +29,7 @@ def test_captured_listing_exports_validates_and_verifies(home, shop, tmp_path):
     with zipfile.ZipFile(out) as zf:
         pages = [json.loads(line) for line in zf.read("pages/pages.jsonl").splitlines()][1:]
         assert [p["url"] for p in pages] == [shop.url("/item/123")]
-        cdxj = zf.read("indexes/index.cdxj").decode()
+        cdxj = zf.read("indexes/index.cdx").decode()
         # The redirect hop and the lazy images are in the index, not only the final document.
         assert "/s/xy7kq" in cdxj.lower() and cdxj.count("\n") >= 5
         names = zf.namelist()

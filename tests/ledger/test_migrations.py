@@ -89,7 +89,7 @@ def test_head_schema_is_exactly_the_models(tmp_path, url):
 def test_upgrade_from_initial_revision(tmp_path, url):
     home = _ledger_with_records(tmp_path, url)
     _alembic(url, command.downgrade, "0001")  # the ledger as revision 0001 left it
-    with pytest.raises(SchemaError, match=r"revision 0001, this version needs 0002: run `evidence migrate`"):
+    with pytest.raises(SchemaError, match=rf"revision 0001, this version needs {migrations.HEAD}: run `evidence migrate`"):
         Ledger.open(home)
     p = cli(home, url, "audit")
     assert p.returncode == 3 and len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -100,7 +100,7 @@ def test_upgrade_from_initial_revision(tmp_path, url):
     p = cli(home, url, "migrate", "--json", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)
-    assert (info["before"], info["current"], info["head"]) == ("0001", "0002", "0002")
+    assert (info["before"], info["current"], info["head"]) == ("0001", migrations.HEAD, migrations.HEAD)
     with Ledger.open(home) as led:
         assert led.size() == 31
         led.append("custody", {"after": "migration"})
@@ -114,8 +114,9 @@ def test_upgrade_from_initial_revision(tmp_path, url):
 
 def test_upgrade_of_a_ledger_from_before_migrations(tmp_path, url):
     home = _ledger_with_records(tmp_path, url)
-    # What evidence-chain wrote before Alembic: these tables, no version table, no jobs.
-    _sql(url, "DROP TABLE jobs", "DROP TABLE alembic_version")
+    # What evidence-chain wrote before Alembic: these tables, no version table, none added since.
+    _alembic(url, command.downgrade, "0001")
+    _sql(url, "DROP TABLE alembic_version")
     with pytest.raises(SchemaError, match="predates versioned migrations: run `evidence migrate`"):
         Ledger.open(home)
     p = cli(home, url, "migrate", "--json")

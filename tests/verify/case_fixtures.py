@@ -19,7 +19,9 @@ from typing import Any
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from evidence.case import datapackage_digest
 from evidence.exhibit import ArtifactFile
+from evidence.waczsign import sign_datapackage
 
 
 def png_bytes(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -143,8 +145,12 @@ def read_zip(path: Path) -> list[tuple[zipfile.ZipInfo, bytes]]:
         return [(zi, zf.read(zi)) for zi in zf.infolist()]
 
 
-def write_zip(path: Path, entries: list[tuple[zipfile.ZipInfo, bytes]], fix_datapackage: bool) -> None:
-    """Write entries back; with ``fix_datapackage`` the attacker also recomputes every digest."""
+def write_zip(path: Path, entries: list[tuple[zipfile.ZipInfo, bytes]], fix_datapackage: bool,
+              wacz_key: Any = None) -> None:
+    """Write entries back; with ``fix_datapackage`` the attacker also recomputes every digest.
+
+    ``wacz_key`` (the exporter's own WACZ signing key) re-signs the new datapackage, as an
+    honest re-export would: controls use it, forgers do not have it."""
     if fix_datapackage:
         d = dict((zi.filename, data) for zi, data in entries)
         dp = json.loads(d["datapackage.json"])
@@ -153,9 +159,13 @@ def write_zip(path: Path, entries: list[tuple[zipfile.ZipInfo, bytes]], fix_data
             for n, data in d.items() if n not in ("datapackage.json", "datapackage-digest.json")
         ]
         raw = json.dumps(dp, indent=1).encode()
-        from evidence.case import datapackage_digest
-
-        dig = datapackage_digest(raw)  # the attacker knows the exact form
+        dig = datapackage_digest(raw)  # the attacker knows the exact form, but holds no WACZ signing key
+        if wacz_key is not None:
+            dig = datapackage_digest(raw, sign_datapackage(wacz_key, raw, dp["created"], "evidence-chain tests"))
+        old = json.loads(d["datapackage.json"])["resources"]
+        if wacz_key is None and sorted(map(json.dumps, old)) == sorted(map(json.dumps, dp["resources"])):
+            # Nothing it lists changed: the forger keeps the signed datapackage and its signedData.
+            raw, dig = d["datapackage.json"], d["datapackage-digest.json"]
         entries = [(zi, raw if zi.filename == "datapackage.json" else dig if zi.filename == "datapackage-digest.json" else data)
                    for zi, data in entries]
     with zipfile.ZipFile(path, "w") as zf:
@@ -312,7 +322,7 @@ def _forge_replace_index(src: Path, dst: Path, rng: random.Random) -> Mutation:
     if f.index_override == f.cdxj():
         f.index_override += b"\n"
     f.write(dst)
-    return Mutation("replace-index", f"indexes/index.cdxj ({how})", ("indexes/index.cdxj",), True)
+    return Mutation("replace-index", f"indexes/index.cdx ({how})", ("indexes/index.cdx",), True)
 
 
 def _forge_warc(src: Path, dst: Path, rng: random.Random, *, same_url: bool = False) -> Mutation:
@@ -321,7 +331,7 @@ def _forge_warc(src: Path, dst: Path, rng: random.Random, *, same_url: bool = Fa
     url = next(p["url"] for p in f.pages if p.get("id") == f"exhibit-{ex['index']}")
     name = f"archive/{ex['index']}-2-page.warc.gz" if same_url else f"archive/{rng.randrange(100, 999)}-page.warc.gz"
     f.put(name, forged_warc(url, "<html><body><p>价格 ¥1</p></body></html>".encode()))
-    names: tuple[str, ...] = (name, "indexes/index.cdxj")
+    names: tuple[str, ...] = (name, "indexes/index.cdx")
     if not same_url and rng.random() < 0.5:  # and the forger drops the export record that would name the rest
         f.drop_record(_export_index(f))
         names += ("case-export", "export record")
@@ -458,7 +468,7 @@ class Forger:
 
         self.put("evidence/case.json", case_map_bytes(self.case))
         self.put("pages/pages.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in self.pages).encode("utf-8"))
-        self.put("indexes/index.cdxj", self.index_override if self.index_override is not None else self.cdxj())
+        self.put("indexes/index.cdx", self.index_override if self.index_override is not None else self.cdxj())
         write_zip(dst, list(self.entries.values()), fix_datapackage)
         return dst
 

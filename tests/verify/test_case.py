@@ -91,7 +91,7 @@ def test_case_file_is_a_valid_wacz(case, tmp_path):
         pages = [json.loads(line) for line in zf.read("pages/pages.jsonl").splitlines()]
         assert pages[0]["format"] == "json-pages-1.0"
         assert sorted(p["url"] for p in pages[1:]) == [f"http://shop.example/item/{n}" for n in range(3)]
-        cdxj = zf.read("indexes/index.cdxj").decode()
+        cdxj = zf.read("indexes/index.cdx").decode()
         assert all(f"example,shop)/item/{n}" in cdxj for n in range(3))
         dp = json.loads(zf.read("datapackage.json"))
         assert dp["wacz_version"] == "1.1.1"
@@ -182,14 +182,14 @@ def test_no_byte_of_the_unsigned_case_map_can_change(case, tmp_path):
 def test_the_cdxj_index_is_bound_to_the_export_record(case, tmp_path):
     path, trust, *_ = case
     entries = read_zip(path)
-    forged = [(zi, d.replace(b"example,shop)/item/1", b"example,shop)/item/9") if zi.filename == "indexes/index.cdxj" else d)
+    forged = [(zi, d.replace(b"example,shop)/item/1", b"example,shop)/item/9") if zi.filename == "indexes/index.cdx" else d)
               for zi, d in entries]
     dst = tmp_path / "forged.wacz"
     write_zip(dst, forged, fix_datapackage=True)
     res = verify_case(dst, trust=trust)
     assert not res.ok
-    assert res.first_failure.name == "file-digest" and res.first_failure.where == "indexes/index.cdxj"
-    assert "export record" in res.first_failure.detail and "indexes/index.cdxj" not in res.files
+    assert res.first_failure.name == "file-digest" and res.first_failure.where == "indexes/index.cdx"
+    assert "export record" in res.first_failure.detail and "indexes/index.cdx" not in res.files
 
 
 def test_export_refuses_an_unknown_case_and_leaves_nothing(home, tmp_path):

@@ -76,7 +76,7 @@ def test_control_every_digest_recomputed_is_still_valid(genuine, tmp_path):
     dst = f.write(tmp_path / "same.wacz")
     # The regenerated index, page list and map are byte for byte what export wrote.
     with zipfile.ZipFile(src) as a, zipfile.ZipFile(dst) as b:
-        for n in ("indexes/index.cdxj", "pages/pages.jsonl", "evidence/case.json"):
+        for n in ("indexes/index.cdx", "pages/pages.jsonl", "evidence/case.json"):
             assert a.read(n) == b.read(n), n
     valid(dst, trust)
     r = cli("verify", str(dst), "--trust", trust_file(tmp_path, trust))
@@ -115,8 +115,8 @@ def test_forgery_1_dropped_exhibit_and_export_record_is_incomplete(genuine, tmp_
     assert out["verdict"].startswith("INCOMPLETE: proven in part") and "VALID" not in out["verdict"]
     assert [x["index"] for x in out["exhibits"] if x["proven"]] == exhibits[:1]
     gaps = {g["where"] for g in out["gaps"]}
-    assert {"indexes/index.cdxj", "pages/pages.jsonl"} <= gaps  # nothing signed states them any more
-    assert "indexes/index.cdxj" not in out["files"] and "evidence/exhibit-" + str(exhibits[0]) + ".json" in out["files"]
+    assert {"indexes/index.cdx", "pages/pages.jsonl"} <= gaps  # nothing signed states them any more
+    assert "indexes/index.cdx" not in out["files"] and "evidence/exhibit-" + str(exhibits[0]) + ".json" in out["files"]
     r = cli("verify", str(dst), "--trust", tf, "--allow-incomplete")
     assert r.returncode == 0 and "INCOMPLETE: proven in part" in r.stderr and "valid" not in r.stdout.lower()
     from verify.report import render_html
@@ -124,7 +124,7 @@ def test_forgery_1_dropped_exhibit_and_export_record_is_incomplete(genuine, tmp_
     html = render_html(verify_case(dst, trust=trust, allow_incomplete=True), dst)
     assert "INCOMPLETE: proven in part" in html and not re.search(r"(?<!IN)VALID", html)
     sums = html.split("sha256sum -c", 1)[1].split("EOF</pre>", 1)[0]
-    assert "indexes/index.cdxj" not in sums and "pages/pages.jsonl" not in sums
+    assert "indexes/index.cdx" not in sums and "pages/pages.jsonl" not in sums
 
 
 def test_allow_incomplete_still_fails_on_anything_that_contradicts_a_signed_statement(genuine, tmp_path):
@@ -148,7 +148,7 @@ def test_forgery_2_forged_extra_warc_with_regenerated_index(genuine, tmp_path):
     f.put("archive/9-page.warc.gz", forged_warc(url, "<html><body><h1>商品</h1><p>价格 ¥1</p></body></html>".encode()))
     f.pages.append({"id": "exhibit-9", "url": url, "ts": "2026-11-22T10:01:00Z"})
     dst = f.write(tmp_path / "f2.wacz")
-    assert b"9-page.warc.gz" in zipfile.ZipFile(dst).read("indexes/index.cdxj")
+    assert b"9-page.warc.gz" in zipfile.ZipFile(dst).read("indexes/index.cdx")
     wacz = Path(sys.executable).with_name("wacz")
     w = subprocess.run([str(wacz), "validate", "-f", str(dst)], capture_output=True, text=True, timeout=120)
     assert w.returncode == 0, w.stdout + w.stderr  # a valid WACZ: a replay tool would show the forged price
@@ -156,15 +156,15 @@ def test_forgery_2_forged_extra_warc_with_regenerated_index(genuine, tmp_path):
     r = cli("verify", str(dst), "--trust", trust_file(tmp_path, trust), "--allow-incomplete", "--json")
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["complete"] is False, msg
-    assert {"archive/9-page.warc.gz", "indexes/index.cdxj", "pages/pages.jsonl"} <= {g["where"] for g in out["gaps"]}
-    assert not {"archive/9-page.warc.gz", "indexes/index.cdxj"} & set(out["files"])
+    assert {"archive/9-page.warc.gz", "indexes/index.cdx", "pages/pages.jsonl"} <= {g["where"] for g in out["gaps"]}
+    assert not {"archive/9-page.warc.gz", "indexes/index.cdx"} & set(out["files"])
 
 
 def test_forged_extra_warc_with_the_export_record_kept(genuine, tmp_path):
     src, trust, *_ = genuine
     f = Forger(src)
     f.put("archive/9-page.warc.gz", forged_warc("http://shop.example/item/1", b"<p>price 1</p>"))
-    refused(f.write(tmp_path / "x.wacz"), trust, "archive/9-page.warc.gz", "indexes/index.cdxj")
+    refused(f.write(tmp_path / "x.wacz"), trust, "archive/9-page.warc.gz", "indexes/index.cdx")
 
 
 def test_two_warcs_for_one_url(genuine, tmp_path):
@@ -176,10 +176,10 @@ def test_two_warcs_for_one_url(genuine, tmp_path):
     name = f"archive/{exhibits[1]}-2-page.warc.gz"
     f.put(name, forged_warc("http://shop.example/item/1", "<p>价格 ¥1</p>".encode()))
     dst = f.write(tmp_path / "two.wacz")
-    assert zipfile.ZipFile(dst).read("indexes/index.cdxj").count(b"example,shop)/item/1 ") >= 2
-    msg = refused(dst, trust, name, "indexes/index.cdxj")
+    assert zipfile.ZipFile(dst).read("indexes/index.cdx").count(b"example,shop)/item/1 ") >= 2
+    msg = refused(dst, trust, name, "indexes/index.cdx")
     r = cli("verify", str(dst), "--trust", trust_file(tmp_path, trust))
-    assert r.returncode == 1 and "case file is INVALID" in r.stderr and (name in r.stderr or "index.cdxj" in r.stderr), msg
+    assert r.returncode == 1 and "case file is INVALID" in r.stderr and (name in r.stderr or "index.cdx" in r.stderr), msg
 
 
 def test_an_exhibits_warc_swapped_for_a_forged_one_with_its_index(genuine, tmp_path):
@@ -278,10 +278,10 @@ def test_replace_the_index(genuine, tmp_path):
     f = Forger(src)
     lines = f.cdxj().splitlines(keepends=True)
     f.index_override = b"".join(lines[:-1])  # one capture fewer to replay
-    refused(f.write(tmp_path / "idx.wacz"), trust, "indexes/index.cdxj")
+    refused(f.write(tmp_path / "idx.wacz"), trust, "indexes/index.cdx")
     f = Forger(src)
     f.index_override = f.cdxj().replace(b'"offset": "', b'"offset": "1')
-    refused(f.write(tmp_path / "idx2.wacz"), trust, "indexes/index.cdxj")
+    refused(f.write(tmp_path / "idx2.wacz"), trust, "indexes/index.cdx")
 
 
 def test_replace_the_page_list(genuine, tmp_path):
@@ -319,10 +319,10 @@ def test_a_v1_export_record_does_not_make_a_bundle_complete(genuine, tmp_path):
     src, trust, _, e, _ = genuine
     f = Forger(src)
     rec = f.record(e)
-    assert rec["payload"]["v"] == 2 and set(rec["payload"]) == {"v", "records", "files", "software"}
+    assert rec["payload"]["v"] == 2 and set(rec["payload"]) == {"v", "records", "files", "software", "wacz_key"}
     # Every file export wrote before the record is named in it, with its size.
     named = set(rec["payload"]["files"])
-    assert {"indexes/index.cdxj", "pages/pages.jsonl"} <= named
+    assert {"indexes/index.cdx", "pages/pages.jsonl"} <= named
     assert all(n in named for n in f.names() if n.startswith(("archive/", "evidence/exhibit-", "evidence/key-")))
 
 
@@ -381,7 +381,7 @@ def test_the_export_record_is_appended_after_the_bound_files_are_on_disk(tmp_pat
 
     monkeypatch.setattr(led, "append", append)
     export_case(led, CASE, tmp_path / "c.wacz")
-    assert seen and "indexes/index.cdxj" in seen[0]
+    assert seen and "indexes/index.cdx" in seen[0]
     valid(tmp_path / "c.wacz", list(led.config.trusted_vkeys))
     led.close()
 

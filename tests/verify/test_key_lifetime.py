@@ -17,6 +17,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ from evidence.case import export_case  # noqa: E402
 from evidence.config import Home, HomeConfig  # noqa: E402
 from evidence.keys import SigningKey  # noqa: E402
 from evidence.record import Draft  # noqa: E402
+from evidence.waczsign import load_or_create  # noqa: E402
 from ledger import Ledger, Store, Trust  # noqa: E402
 from ledger.checkpoint import Checkpoint  # noqa: E402
 from ledger.note import parse_note, sign_note, vkey_for  # noqa: E402
@@ -136,8 +138,9 @@ def test_case_rebuilt_without_rotation_is_refused(rotated: Rotated, tmp_path: Pa
     assert not res.ok and not res.trusted
 
 
-def resign_checkpoint(src: Path, dst: Path, key: SigningKey) -> None:
-    """The case checkpoint (same tree) re-signed by ``key``, proofs and digests made to match."""
+def resign_checkpoint(src: Path, dst: Path, key: SigningKey, wacz_key: Any = None) -> None:
+    """The case checkpoint (same tree) re-signed by ``key``, proofs and digests made to match
+    (and the datapackage re-signed with ``wacz_key`` when the re-signer holds it)."""
     entries = read_zip(src)
     case = json.loads(next(d for zi, d in entries if zi.filename == "evidence/case.json"))
     name = case["checkpoint"]["path"]
@@ -149,7 +152,7 @@ def resign_checkpoint(src: Path, dst: Path, key: SigningKey) -> None:
         if zi.filename == name or zi.filename.endswith(".tlog-proof"):
             data = data.decode().replace(old, new).encode()
         fixed.append((zi, data))
-    write_zip(dst, fixed, True)
+    write_zip(dst, fixed, True, wacz_key)
 
 
 def test_checkpoint_beyond_retirement_by_old_key_fails(rotated: Rotated, tmp_path: Path):
@@ -166,7 +169,7 @@ def test_checkpoint_beyond_retirement_by_old_key_fails(rotated: Rotated, tmp_pat
     assert not res.ok and rotated.old.key_id in res.first_failure.detail
     # Control through the same path: re-signed by the current key it is VALID again.
     again = tmp_path / "again.wacz"
-    resign_checkpoint(bad, again, rotated.led.key)
+    resign_checkpoint(bad, again, rotated.led.key, load_or_create(rotated.root / "keys", None))
     assert cli("verify", str(again), "--trust", str(rotated.root / "keys")).returncode == 0
 
 

@@ -1,0 +1,160 @@
+"""CPU seconds per minute of media: `evidence livestream` against ffmpeg `-c copy` and yt-dlp, same source, same run.
+
+For each way in (HLS, DASH, HTTP-FLV) a real-time ffmpeg source (320x180,
+10 fps, 1 s segments) is started on 127.0.0.1 and three recorders take the
+same stream at the same time, each in its own process group:
+
+* ours: ``python -m evidence.cli livestream URL --duration S`` (WARC, frames
+  at 1/s, sealed windows, ledger);
+* ffmpeg: ``ffmpeg -i URL -t S -c copy`` (no hashing, no frames, no ledger);
+* yt-dlp: ``python -m yt_dlp URL`` stopped with SIGINT after S seconds.
+
+HTTP-FLV is served by ``ffmpeg -listen 1``, one client each: every recorder
+gets its own source process fed the same lavfi input. CPU is user+system of
+each recorder and its children (``os.wait4``); the figure is CPU seconds per
+minute of media (S seconds recorded). Printed, never asserted.
+
+    .venv/bin/python benchmarks/livestream_cpu.py [--seconds 40] [--modes hls,dash,flv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "capture"))
+sys.path.insert(0, str(ROOT / "examples" / "live-stream"))
+
+from _common import line  # noqa: E402
+from live_sources import FileServer, dash_source, flv_source, free_port, stop, wait_listening  # noqa: E402
+from serve import LiveServer  # noqa: E402
+
+from ledger.log import Ledger  # noqa: E402
+
+
+def _start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def record(urls: dict[str, str], seconds: int, tmp: Path) -> dict[str, float | None]:
+    """Start the three recorders at once; CPU seconds of each (None if it could not record)."""
+    home = tmp / f"home-{time.monotonic_ns()}"
+    Ledger.init(home, unencrypted=True, origin="bench.example/live").close()
+    env = dict(os.environ, EVIDENCE_HOME=str(home), PYTHONPATH=str(ROOT))
+    out = tmp / f"out-{time.monotonic_ns()}"
+    out.mkdir()
+    procs = {
+        "ours": _start([sys.executable, "-m", "evidence.cli", "livestream", urls["ours"], "--case", "BENCH",
+                        "--duration", str(seconds), "--window", "10"], env),
+        "ffmpeg -c copy": _start(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", urls["ffmpeg -c copy"], "-t", str(seconds),
+                                  "-c", "copy", "-f", "mpegts", str(out / "ffmpeg.ts")]),
+        "yt-dlp": _start([sys.executable, "-m", "yt_dlp", "--quiet", "--no-part", "--no-progress", "-o", str(out / "ytdlp.%(ext)s"),
+                          urls["yt-dlp"]]),
+    }  # fmt: skip
+    time.sleep(seconds + 1)
+    # yt-dlp records a live stream until it ends: Ctrl-C, as a user would
+    try:
+        os.killpg(procs["yt-dlp"].pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    cpu: dict[str, float | None] = {}
+    deadline = time.monotonic() + 60
+    for name, p in procs.items():
+        # wait4, not poll(): the rusage of a child is only had when reaping it
+        while True:
+            pid, _, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                os.killpg(p.pid, signal.SIGKILL)
+                _, _, ru = os.wait4(p.pid, 0)
+                break
+            time.sleep(0.2)
+        p.returncode = 0
+        cpu[name] = ru.ru_utime + ru.ru_stime
+    sizes = {f.name: f.stat().st_size for f in out.iterdir()}
+    for name in ("ffmpeg -c copy", "yt-dlp"):
+        if not any(n.startswith(name.split()[0].replace("-", "")) and s > 0 for n, s in sizes.items()):
+            cpu[name] = None  # it recorded nothing: no figure
+    return cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=int, default=40)
+    ap.add_argument("--modes", default="hls,dash,flv")
+    a = ap.parse_args()
+    if shutil.which("ffmpeg") is None:
+        sys.exit("ffmpeg is needed")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-live-cpu-"))
+    per_min = 60 / a.seconds
+    print(
+        f"CPU seconds per minute of media ({a.seconds} s recorded per recorder; 320x180, 10 fps, 1 s segments)"
+    )
+    try:
+        for mode in a.modes.split(","):
+            procs: list[subprocess.Popen[bytes]] = []
+            server = None
+            live = None
+            if mode == "hls":
+                live = LiveServer(tmp / "hls", channels=("shop",), clip=False).start()
+                urls = {k: live.url("index") for k in ("ours", "ffmpeg -c copy", "yt-dlp")}
+            elif mode == "dash":
+                procs.append(dash_source(tmp / "dash", seconds=a.seconds + 60))
+                server = FileServer(tmp).start()
+                urls = {k: server.base + "/dash/live.mpd" for k in ("ours", "ffmpeg -c copy", "yt-dlp")}
+            else:
+                urls = {}
+                for k in ("ours", "ffmpeg -c copy", "yt-dlp"):
+                    port = free_port()
+                    procs.append(flv_source(port, seconds=a.seconds + 60))
+                    urls[k] = f"http://127.0.0.1:{port}/live.flv"
+                for u in urls.values():
+                    wait_listening(int(u.split(":")[2].split("/")[0]))
+            try:
+                cpu = record(urls, a.seconds, tmp)
+            finally:
+                for p in procs:
+                    stop(p)
+                if server is not None:
+                    server.stop()
+                if live is not None:
+                    live.stop()
+            ours = cpu["ours"]
+            # The command's start-up (imports of every command group) is paid once per capture:
+            # measured alone in the same run, so the steady state can be read off.
+            start = _start(
+                [sys.executable, "-m", "evidence.cli", "--help"], dict(os.environ, PYTHONPATH=str(ROOT))
+            )
+            _, _, ru = os.wait4(start.pid, 0)
+            start.returncode = 0
+            cpu["ours minus start-up"] = ours - (ru.ru_utime + ru.ru_stime) if ours is not None else None
+            for name, c in cpu.items():
+                if c is None:
+                    print(f"{mode + ': ' + name:<48} {'n/a':>14} {'':<10} (recorded nothing)")
+                    continue
+                ratio = (
+                    f"ours/{name} = {ours / c:.2f}"
+                    if name not in ("ours", "ours minus start-up") and ours and c
+                    else ""
+                )
+                if name == "ours minus start-up" and c is not None and cpu.get("yt-dlp"):
+                    ratio = f"/yt-dlp = {c / cpu['yt-dlp']:.2f}"
+                line(f"{mode}: {name}", c * per_min, "cpu-s/min", ratio)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
