@@ -47,6 +47,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from evidence.app import acts, cases, checks, options
+from evidence.config import default_home
 from evidence.display import printable
 from evidence.errors import EvidenceError, UsageError
 from evidence.extraction import resolve_tz, short, when
@@ -120,11 +121,8 @@ class WebApp:
         return Ledger.open(self.settings.home)
 
     def users(self) -> Users:
-        led = self.ledger()
-        try:
-            return Users(led.home.root)
-        finally:
-            led.close()
+        # The accounts file sits in the home: no need to open the ledger database for a login.
+        return Users(Path(self.settings.home) if self.settings.home else default_home())
 
     def render(self, request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
         session: WebSession | None = getattr(request.state, "session", None)
@@ -402,17 +400,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if not urls or not case:
             raise Refused(400, "give a URL and a case id")
         expect = [t.strip() for t in (form.get("expect") or "").splitlines() if t.strip()]
-        with web.ledger() as led:  # an unknown session or device is said now, before any job starts
-            page = await run_in_threadpool(lambda: options.page_options(
-                led, session=form.get("session") or None, device=form.get("device") or None, expect=expect))
         officers: list[acts.OfficerUnlock] = []
         if form.get("passphrase"):
             if not user.officer:
                 raise Refused(403, f"user {user.name} is not bound to an officer: capture without a passphrase")
             officers.append(acts.OfficerUnlock(user.officer, form["passphrase"].encode()))
-            with web.ledger() as led:  # a wrong passphrase is said now, before any browser starts
-                _own_key(led, user.officer)
-                await run_in_threadpool(acts.unlock, led, officers)
+
+        def check() -> dict[str, Any]:
+            # An unknown session or device, or a wrong passphrase, is said now, before any job starts.
+            with web.ledger() as led:
+                page = options.page_options(led, session=form.get("session") or None,
+                                            device=form.get("device") or None, expect=expect)
+                if officers:
+                    _own_key(led, officers[0].name)
+                    acts.unlock(led, officers)
+                return page
+
+        page = await run_in_threadpool(check)
         jobs = []
         for url in urls[:100]:
             job = Job(uuid.uuid4().hex, user.name, url, case)
