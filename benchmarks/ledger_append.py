@@ -28,8 +28,8 @@ from urllib.parse import quote
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import line  # noqa: E402
-from evidence.record import Draft  # noqa: E402
 from ledger.log import Ledger  # noqa: E402
+from ledger.record import Draft  # noqa: E402
 
 
 def drafts(n: int, start: int = 0) -> list[Draft]:

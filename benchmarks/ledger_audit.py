@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import line, peak_rss_mib  # noqa: E402
 from benchmarks.ledger_append import bench_home  # noqa: E402
-from evidence.keys import public_from_raw  # noqa: E402
-from evidence.record import parse_record  # noqa: E402
 from ledger import merkle  # noqa: E402
+from ledger.keys import public_from_raw  # noqa: E402
 from ledger.log import Ledger  # noqa: E402
+from ledger.record import parse_record  # noqa: E402
 from verify.ledger import audit_store  # noqa: E402
 
 

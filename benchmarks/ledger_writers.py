@@ -22,8 +22,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import line  # noqa: E402
-from evidence.record import Draft  # noqa: E402
 from ledger.log import Ledger  # noqa: E402
+from ledger.record import Draft  # noqa: E402
 from ledger.store import Store  # noqa: E402
 from verify.ledger import audit_store  # noqa: E402
 

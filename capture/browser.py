@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evidence.errors import EnvironmentProblem, UsageError
+from ledger.errors import EnvironmentProblem, UsageError
 
 CANDIDATES = (Path("/usr/lib/chromium/chromium"), Path("/usr/bin/chromium"))
 

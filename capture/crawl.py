@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from evidence.errors import CaptureError, EvidenceError, ExpectationFailed, UsageError
-from evidence.record import Draft, utc_now
 from ledger.crawls import Crawl, Crawls
+from ledger.errors import CaptureError, EvidenceError, ExpectationFailed, UsageError
+from ledger.record import Draft, utc_now
 
 from .options import CaptureOptions, check_url
 from .page import BatchResult, _batch, _check_case, _run, latest_anchor, preflight, workdir

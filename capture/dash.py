@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-from evidence.errors import CaptureError
+from ledger.errors import CaptureError
 
 from .fetch import Exchange, Fetcher
 from .frames import Sampler, joined

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from evidence import __version__
-from evidence.errors import UsageError
+from ledger.errors import UsageError
+from ledger.version import __version__
 
 TOOL = "evidence-chain"
 #: Variables a browser or HTTP client on this machine may take a proxy from

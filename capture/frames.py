@@ -22,8 +22,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from evidence.digest import sha256_file
-from evidence.errors import EnvironmentProblem
+from ledger.digest import sha256_file
+from ledger.errors import EnvironmentProblem
 
 THUMB_WIDTH = 96
 #: a thumbnail pixel may differ by this many gray levels (of 255) and still count as the same

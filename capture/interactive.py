@@ -33,8 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from evidence.errors import EnvironmentProblem
-from evidence.exhibit import Exhibit
+from ledger.errors import EnvironmentProblem
+from ledger.exhibit import Exhibit
 
 from .browser import Browser
 from .options import CaptureOptions, check_url

@@ -37,13 +37,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from evidence.errors import CaptureError, EvidenceError, UsageError
+from ledger.errors import CaptureError, EvidenceError, UsageError
 
 from . import dash, flv, hls
 from .browser import find_chromium
@@ -67,7 +67,9 @@ from .recorder import (
     seal_streamed,
     unlink,
 )
-from .resolve import Resolution, ResolvedUrl, resolve
+
+if TYPE_CHECKING:
+    from .resolve import Resolution
 
 __all__ = ["LivestreamSession", "Limits", "RoomsResult", "capture_livestream", "capture_rooms", "stream_kind"]
 
@@ -496,6 +498,10 @@ def resolve_room(url: str, login: Any = None) -> str:
     the job puts its facts into every window and the end record, and the
     page fetches the resolver made into the first window's WARC.
     """
+    # Imported here, not at the top: yt-dlp's extractors are ~0.25 s of start-up CPU
+    # that every other mode (a direct stream, page) would pay for nothing.
+    from .resolve import ResolvedUrl, resolve
+
     return ResolvedUrl(resolve(url, login))
 
 
@@ -593,7 +599,7 @@ def capture_livestream(
     EnvironmentProblem (no browser, no PyAV) before anything is recorded;
     once recording has started, problems end the capture cleanly and are in
     the windows' logs and ``end_reason``. ``login``: a saved session
-    (``evidence.sessions.LoginSession``) the page-mode browser starts from.
+    (``ledger.sessions.LoginSession``) the page-mode browser starts from.
     """
     limits = Limits(duration, max_bytes, max_frames, frame_interval, window)
     _check_login(login, mode)
@@ -785,7 +791,8 @@ class _Job:
 
     def run(self) -> LivestreamSession:
         # A resolved room's URL carries its resolution; from here on it is a plain str (JSON, WARC).
-        resolution = self.url.resolution if isinstance(self.url, ResolvedUrl) else None
+        # (getattr, not isinstance: resolve.py and yt-dlp are only imported by --mode resolve)
+        resolution: Resolution | None = getattr(self.url, "resolution", None)
         self.url = str(self.url)
         url, tmp, limits = self.url, self.tmp, self.limits
         bodies = tmp / "bodies"

@@ -17,7 +17,7 @@ import os
 import threading
 from typing import Any
 
-from evidence.errors import CaptureError
+from ledger.errors import CaptureError
 
 from .browser import Browser
 from .interactive import VirtualDisplay, _interaction

@@ -302,6 +302,8 @@ class NetworkRecorder:
         self._ids = itertools.count()
         self.inflight: set[str] = set()
         self.last_activity = 0.0
+        #: requests the page has started (redirect hops included): later ones mean it changed
+        self.requests_seen = 0
         #: once set, new documents of this frame are refused (a page that will not stop navigating)
         self.block_navigation_of: str | None = None
         self.blocked_navigations: list[str] = []
@@ -368,6 +370,7 @@ class NetworkRecorder:
             return
         rid = e["requestId"]
         self._touch()
+        self.requests_seen += 1
         if self._clock is None and e.get("wallTime"):
             self._clock = (e["timestamp"], e["wallTime"])
         prev = self._current(rid)

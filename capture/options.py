@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from evidence.errors import UsageError
-from evidence.sessions import LoginSession
+from ledger.errors import UsageError
+from ledger.sessions import LoginSession
 
 from .browser import device_descriptor
 from .environment import check_proxy
@@ -81,7 +81,7 @@ class CaptureOptions:
             object.__setattr__(self, "has_touch", bool(d["has_touch"]))
             object.__setattr__(self, "user_agent", d["user_agent"])
         if self.session is not None and not isinstance(self.session, LoginSession):
-            raise UsageError("session must be a saved LoginSession (evidence.sessions)")
+            raise UsageError("session must be a saved LoginSession (ledger.sessions)")
         if isinstance(self.expect, str) or not all(isinstance(t, str) and t.strip() for t in self.expect):
             raise UsageError("each expected text must be a non-empty string")
         object.__setattr__(self, "expect", tuple(self.expect))

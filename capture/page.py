@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from evidence.errors import CaptureError, EvidenceError, ExpectationFailed, StoreError, UsageError
-from evidence.exhibit import Exhibit
+from ledger.errors import CaptureError, EvidenceError, ExpectationFailed, StoreError, UsageError
+from ledger.exhibit import Exhibit
 
 from .browser import Browser
 from .options import CaptureOptions, check_url
@@ -160,7 +160,7 @@ def workdir(prefix: str) -> Iterator[Path]:
 
 def latest_anchor(ledger: Any) -> dict[str, Any] | None:
     """The ledger's latest RFC 3161 anchor: the TSA's genTime and our clock's time on its record."""
-    from evidence.record import parse_record
+    from ledger.record import parse_record
 
     rows = [r for r in ledger.store.anchor_rows() if r["type"] == "rfc3161" and r.get("time")]
     if not rows:

@@ -28,7 +28,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from evidence.errors import CaptureError, EvidenceError
+from ledger.errors import CaptureError, EvidenceError
 
 from .browser import Browser
 from .environment import now_utc, rfc3339

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evidence.digest import sha256_file
-from evidence.errors import UsageError
-from evidence.exhibit import ArtifactFile
+from ledger.digest import sha256_file
+from ledger.errors import UsageError
+from ledger.exhibit import ArtifactFile
 
 from .environment import environment, now_utc, rfc3339, tool_version
 from .fetch import Exchange, Fetcher, FetchFailed, StreamWarc
@@ -194,7 +194,7 @@ class Recorder:
         self.facts: dict[str, Any] = {}
         #: --wait-live on a download: until when a refused connection means "not live yet"
         self.wait_live_until: float | None = None
-        #: saved login (``evidence.sessions.LoginSession``) the page-mode browser starts from
+        #: saved login (``ledger.sessions.LoginSession``) the page-mode browser starts from
         self.login: Any = None
         self._last_report = 0.0
         self.window = self._open(0)

@@ -40,7 +40,7 @@ from yt_dlp.networking.common import RequestHandler, Response
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError
 
-from evidence.errors import CaptureError, UsageError
+from ledger.errors import CaptureError, UsageError
 
 from .fetch import REDIRECT_STATUS, Exchange
 from .warc import SECRET_REQUEST_HEADERS, credential_digest

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from evidence.errors import CaptureError, EvidenceError, ExpectationFailed
-from evidence.exhibit import ArtifactFile
+from ledger.errors import CaptureError, EvidenceError, ExpectationFailed
+from ledger.exhibit import ArtifactFile
 
 from . import tls
 from .browser import Browser, device_descriptor
@@ -76,6 +76,8 @@ MAX_VISIT_SNAPSHOTS = 200
 PROCESS_VIDEO = "process-video.webm"
 #: snapshot rounds that may be thrown away because the page navigated, before it is frozen
 MAX_SNAPSHOT_ROUNDS = 3
+#: snapshot rounds taken again because the page started loading while (or just before) they were taken
+MAX_LATE_ROUNDS = 2
 #: scroll steps per page-script call: each call is bounded on its own
 SCROLL_CHUNK = 5
 #: seconds after scrolling before the network is watched for lazy loads to finish
@@ -972,17 +974,47 @@ class _Capture:
 
     async def _snapshots(self, page: Any) -> None:
         """Screenshots, DOM, MHTML and facts, all of one document."""
-        for attempt in range(MAX_SNAPSHOT_ROUNDS + 1):
-            if attempt == MAX_SNAPSHOT_ROUNDS:
+        late = 0
+        for attempt in range(MAX_SNAPSHOT_ROUNDS + MAX_LATE_ROUNDS + 1):
+            if attempt - late > MAX_SNAPSHOT_ROUNDS:
+                break
+            if attempt - late == MAX_SNAPSHOT_ROUNDS:
                 await self._freeze()
             await self._wait_for_document()
             if self.interaction is None and self._scrolled_seq != self.doc_seq:
                 await self._scroll()
+            kept = (len(self.artifacts), len(self.snapshots), dict(self.snapshot_errors))
+            seen = self.rec.requests_seen
             if await self._snapshot_round():
+                if late < MAX_LATE_ROUNDS and not self.renderer_stuck and await self._loaded_late(seen):
+                    # A request the page started after we looked (a timer's XHR, an
+                    # observer's fetch) would be in the WARC but not in the DOM or the
+                    # screenshots: look again, so both show the same state.
+                    late += 1
+                    self._drop_round(kept)
+                    self._scrolled_seq = -1
+                    self.log("snapshot", "the page loaded more while it was being captured; snapshots taken again", round=late)
+                    continue
                 return
             self.log("snapshot", "the page navigated during the snapshots; they are taken again", round=attempt + 1)
         for what in ("viewport screenshot", "full-page screenshot", "rendered DOM", "MHTML snapshot"):
             self.snapshot_errors.setdefault(what, "the page did not stay on one document long enough")
+
+    async def _loaded_late(self, seen: int) -> bool:
+        """Whether the page started requests since ``seen`` (after settling them)."""
+        if self.scripts_stopped is not None:
+            return False
+        await self._settle("after the snapshots", min(self.opt.settle_timeout, max(0.1, self.work_left())))
+        return self.rec.requests_seen > seen and self.work_left() > 0
+
+    def _drop_round(self, kept: tuple[int, int, dict[str, str]]) -> None:
+        """Forget the snapshots taken since ``kept`` (the files are written again)."""
+        n_artifacts, n_snapshots, errors = kept
+        for a in self.artifacts[n_artifacts:]:
+            a.path.unlink(missing_ok=True)
+        del self.artifacts[n_artifacts:]
+        del self.snapshots[n_snapshots:]
+        self.snapshot_errors = errors
 
     async def _doc_check(self, ident: tuple[int, str]) -> str:
         """"same", "changed" or "stuck": has the document changed since ``ident``?

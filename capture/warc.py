@@ -31,7 +31,7 @@ from warcio.statusandheaders import StatusAndHeaders, StatusAndHeadersParser
 from warcio.utils import Digester
 from warcio.warcwriter import WARCWriter
 
-from evidence.digest import sha256_hex
+from ledger.digest import sha256_hex
 
 from .environment import rfc3339
 from .network import Hop

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evidence.errors import EvidenceError, ExpectationFailed, StoreError, UsageError
-from evidence.sessions import LoginSession, SessionStore
+from ledger.errors import EvidenceError, ExpectationFailed, StoreError, UsageError
 from ledger.queue import Job, LeaseLost, Queue
+from ledger.sessions import LoginSession, SessionStore
 
 from .options import CaptureOptions, check_url
 from .page import _check_case, capture_to_dir

@@ -37,9 +37,8 @@ form), ``case.json`` by being derived exactly from verified content. A
 verifier can then refuse any file no signed statement names, and any
 bundle that lost one.
 
-The reader (``CaseReader``) assumes the ZIP is hostile: it rejects unsafe
-names, duplicates, symlinks, encryption, overlapping entries and bombs before
-reading anything, and streams each entry with a byte cap. It never extracts.
+The format's names and the hostile-ZIP reader (``CaseReader``) are in
+``verify.casefile``, beside the verifier that needs them.
 """
 
 from __future__ import annotations
@@ -52,13 +51,12 @@ import json
 import os
 import re
 import stat
-import struct
 import tempfile
 import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,24 +66,37 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
-from . import __version__, waczsign
-from .canonical import CanonicalizationError, loads
-from .casefacts import latest as latest_case_info
-from .digest import CHUNK
-from .errors import CaseFileError, EnvironmentProblem, IntegrityError, UsageError
-from .keys import key_id_for
-from .record import Record, parse_record, utc_now
-from .warcscan import WarcScan
+from ledger import checkpoint, waczsign
+from ledger.canonical import loads
+from ledger.casefacts import latest as latest_case_info
+from ledger.digest import CHUNK
+from ledger.errors import EnvironmentProblem, IntegrityError, UsageError
+from ledger.keys import key_id_for
+from ledger.note import vkey_for
+from ledger.record import Record, parse_record, utc_now
+from ledger.version import __version__
+from ledger.warcscan import WarcScan
+from verify.casefile import (
+    CASE_JSON,
+    DATAPACKAGE,
+    DATAPACKAGE_DIGEST,
+    EXPORT_KIND,
+    EXPORT_VERSION,
+    FILE_TYPE,
+    FILE_VERSION,
+    WARC_NAME,
+    case_map_bytes,
+    checkpoint_path,
+    consistency_path,
+    datapackage_digest,
+    key_path,
+    manifest_path,
+    proof_path,
+    record_path,
+)
 
-FILE_TYPE = "evidence-chain/case-file"
-FILE_VERSION = 1
-EXPORT_KIND = "case-export"
-EXPORT_VERSION = 2  # v2 names every file of the bundle; v1 (records and two derived files) no longer verifies
 WACZ_VERSION = "1.1.1"
 
-CASE_JSON = "evidence/case.json"
-DATAPACKAGE = "datapackage.json"
-DATAPACKAGE_DIGEST = "datapackage-digest.json"
 PAGES = "pages/pages.jsonl"
 # CDXJ content under a .cdx name: pywb's `wb-manager add --unpack-wacz` imports only *.cdx / *.cdx.gz,
 # and py-wacz and ReplayWeb.page read either. Older case files carry indexes/index.cdxj.
@@ -108,26 +119,6 @@ def safe_name(name: str) -> str:
     """A lowercase ``[a-z0-9._-]`` form of an artifact name (never empty, no leading dot)."""
     s = _SAFE.sub("-", name.lower()).strip("-.")
     return (s or "file")[:120]
-
-
-def record_path(index: int) -> str:
-    return f"evidence/record-{index}.json"
-
-
-def proof_path(index: int) -> str:
-    return f"evidence/record-{index}.tlog-proof"
-
-
-def manifest_path(index: int) -> str:
-    return f"evidence/exhibit-{index}.json"
-
-
-def checkpoint_path(size: int) -> str:
-    return f"evidence/checkpoint-{size}.note"
-
-
-def consistency_path(old: int, new: int) -> str:
-    return f"evidence/consistency-{old}-{new}.proof"
 
 
 # -- export -------------------------------------------------------------------------
@@ -301,7 +292,7 @@ def export_case(
     material. Memory stays constant in the size of the artifacts. The file
     gets ``mode`` (0644 by default, so a web server can serve it for replay).
     With ``record_export``, ``datapackage-digest.json`` is signed by the home's
-    WACZ signing key (``evidence.waczsign``), introduced by a ``wacz-key``
+    WACZ signing key (``ledger.waczsign``), introduced by a ``wacz-key``
     record on first use and named by the export record.
 
     Order: every file the export record binds is streamed into a temporary
@@ -311,7 +302,6 @@ def export_case(
     before the append leaves no record, and the append is followed only by
     writes that cannot run out of disk.
     """
-    from ledger import checkpoint as cpmod  # ledger depends on evidence, not the reverse at import time
 
     out_path = Path(out_path)
     if not isinstance(case_id, str) or not case_id.strip():
@@ -456,7 +446,7 @@ def export_case(
             cons_meta = []
             for a_size, b_size in zip(older, older[1:]):
                 hashes = ledger.store.consistency_proof(a_size, b_size)
-                w.add_bytes(consistency_path(a_size, b_size), cpmod.format_consistency(a_size, b_size, hashes).encode())
+                w.add_bytes(consistency_path(a_size, b_size), checkpoint.format_consistency(a_size, b_size, hashes).encode())
                 cons_meta.append({"old": a_size, "new": b_size, "path": consistency_path(a_size, b_size)})
             keys_meta = []
             for kid, vkey in _log_vkeys(ledger, included):
@@ -498,13 +488,13 @@ def export_case(
             records_meta = []
             for i in sorted(included):
                 proof = ledger.store.inclusion_proof(i, cp.size)
-                w.add_bytes(proof_path(i), cpmod.format_proof(cpmod.TlogProof(i, proof, cp.note)).encode("utf-8"))
+                w.add_bytes(proof_path(i), checkpoint.format_proof(checkpoint.TlogProof(i, proof, cp.note)).encode("utf-8"))
                 records_meta.append({"index": i, "kind": included[i].kind, "path": record_path(i), "proof": proof_path(i)})
             w.add_bytes(checkpoint_path(cp.size), cp.note.encode("utf-8"))
             sizes = [*older, cp.size]
             if older:
                 hashes = ledger.store.consistency_proof(older[-1], cp.size)
-                w.add_bytes(consistency_path(older[-1], cp.size), cpmod.format_consistency(older[-1], cp.size, hashes).encode())
+                w.add_bytes(consistency_path(older[-1], cp.size), checkpoint.format_consistency(older[-1], cp.size, hashes).encode())
                 cons_meta.append({"old": older[-1], "new": cp.size, "path": consistency_path(older[-1], cp.size)})
             case_json = {
                 "type": FILE_TYPE,
@@ -570,7 +560,6 @@ def _check_target(out_path: Path) -> None:
 
 def _check_can_sign(ledger: Any) -> None:
     """The export record is useless without a checkpoint over it: both need the log key, so check first."""
-    from ledger.note import vkey_for
 
     if vkey_for(ledger.origin, ledger.key.public) not in ledger.config.trusted_vkeys:
         raise UsageError("this home signs with a writer key; a case file needs a checkpoint signed by the "
@@ -619,10 +608,6 @@ def _parse(raw: bytes, index: int) -> Record:
     return parse_record(raw, expect_index=index)
 
 
-# What capture.warc names a WARC (warcinfo WARC-Filename): unique, and distinct from "<index>-<name>".
-WARC_NAME = re.compile(r"warc-[0-9]{14}-[0-9a-f]{12}\.warc(?:\.gz)?")
-
-
 def _warc_filename(store: Any, sha: str) -> str | None:
     """The WARC-Filename of the WARC's leading warcinfo record, if it is one capture writes (else None)."""
     try:
@@ -644,7 +629,6 @@ def _log_vkeys(ledger: Any, included: dict[int, Record]) -> list[tuple[str, str]
     """(key id, vkey) of every log key the bundle's records introduce (nothing else: the verifier rejects others)."""
 
 
-    from ledger.note import vkey_for
 
 
     out: dict[str, str] = {}
@@ -665,29 +649,6 @@ def _temp_beside(out_path: Path) -> tuple[int, Path]:
     except OSError as e:
         raise UsageError(f"cannot write the case file {out_path}: {e.strerror or e}") from None
     return fd, Path(name)
-
-
-def case_map_bytes(case_map: dict[str, Any]) -> bytes:
-    """The exact bytes of ``evidence/case.json`` (the verifier accepts only this form)."""
-
-    return json.dumps(case_map, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
-
-
-def key_path(key_id: str) -> str:
-    return f"evidence/key-{key_id}.vkey"
-
-
-def datapackage_digest(datapackage: bytes, signed: dict[str, Any] | None = None) -> bytes:
-    """The exact bytes of ``datapackage-digest.json`` for ``datapackage`` (with its ``signedData``, if signed).
-
-    The verifier accepts only this exact form: a changed byte in it cannot
-    hide behind an equivalent JSON spelling.
-    """
-
-    digest: dict[str, Any] = {"path": DATAPACKAGE, "hash": "sha256:" + hashlib.sha256(datapackage).hexdigest()}
-    if signed is not None:
-        digest["signedData"] = {k: signed.get(k) for k in waczsign.SIGNED_FIELDS} if isinstance(signed, dict) else signed
-    return json.dumps(digest, indent=1).encode()
 
 
 def _introduce_wacz_key(ledger: Any, key: waczsign.WaczKey | None, included: dict[int, Record], w: _ZipWriter) -> None:
@@ -763,202 +724,4 @@ def _write_index(scans: list[tuple[str, WarcScan, Path]], out: Path) -> None:
 
 # -- reading (hostile input) ----------------------------------------------------------
 
-MAX_ENTRIES = 200_000
-MAX_JSON_BYTES = 64 << 20
-MAX_ENTRY_SIZE = 1 << 40  # 1 TiB: an honest huge case still opens; bombs are caught by ratio
-MAX_TOTAL_SIZE = 1 << 42
-MAX_RATIO = 200  # deflated entries above 1 MiB may not expand more than this
-RATIO_FLOOR = 1 << 20
-_LOCAL = struct.Struct("<4s2B4HL2L2H")  # zipfile's local file header layout
 
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    size: int  # uncompressed
-    compressed: int
-    method: int
-    crc: int
-    data_offset: int  # where the entry's (compressed) bytes begin in the file
-
-
-class CaseReader:
-    """A case file opened for reading: checked structure, streaming access, no extraction.
-
-    Everything about the ZIP is checked before a byte of content is used;
-    a problem with the container raises ``CaseFileError`` (exit 2).
-    """
-
-    def __init__(self, path: Path | str):
-        p = Path(path)
-        self.path = p
-        self.entries: dict[str, Entry] = {}
-        try:
-            if not p.is_file():
-                raise CaseFileError(f"{p}: no such file" if not p.exists() else f"{p} is not a file")
-            self.file_size = p.stat().st_size
-            zf = zipfile.ZipFile(p)
-        except CaseFileError:
-            raise
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, struct.error) as e:
-            raise CaseFileError(f"{p} is not a readable ZIP file (damaged or truncated?): {e}") from None
-        with zf, open(p, "rb") as raw:
-            infos = zf.infolist()
-            if len(infos) > MAX_ENTRIES:
-                raise CaseFileError(f"{p.name} has {len(infos)} entries (at most {MAX_ENTRIES})")
-            total = 0
-            spans: list[tuple[int, int, str]] = []
-            for zi in infos:
-                name = zi.filename
-                if name.endswith("/") and zi.file_size == 0:
-                    _check_name(name.rstrip("/") or "/")
-                    continue  # a directory entry: harmless, nothing to read
-                _check_name(name)
-                if name in self.entries:
-                    raise CaseFileError(f"{name}: appears twice in the ZIP")
-                mode = zi.external_attr >> 16
-                # Many writers store permission bits only (no file type): that is a plain file.
-                if zi.create_system == 3 and stat.S_IFMT(mode) and not stat.S_ISREG(mode):
-                    kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-                    raise CaseFileError(f"{name}: is {kind}")
-                if zi.flag_bits & 0x1:
-                    raise CaseFileError(f"{name}: is encrypted")
-                if zi.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise CaseFileError(f"{name}: unsupported compression method {zi.compress_type}")
-                if zi.file_size > MAX_ENTRY_SIZE:
-                    raise CaseFileError(f"{name}: declares {zi.file_size} bytes (cap {MAX_ENTRY_SIZE})")
-                if zi.compress_type == zipfile.ZIP_STORED and zi.compress_size != zi.file_size:
-                    raise CaseFileError(f"{name}: stored entry with differing sizes")
-                if zi.file_size > RATIO_FLOOR and zi.file_size > MAX_RATIO * max(zi.compress_size, 1):
-                    raise CaseFileError(
-                        f"{name}: expands {zi.file_size // max(zi.compress_size, 1)}:1 (zip bomb?)"
-                    )
-                total += zi.file_size
-                if total > MAX_TOTAL_SIZE:
-                    raise CaseFileError(f"{p.name}: entries add up to more than {MAX_TOTAL_SIZE} bytes")
-                start = _data_offset(raw, zi, self.file_size)
-                end = start + zi.compress_size
-                if end > self.file_size:
-                    raise CaseFileError(f"{name}: runs past the end of the file (truncated?)")
-                spans.append((zi.header_offset, end, name))
-                self.entries[name] = Entry(name, zi.file_size, zi.compress_size, zi.compress_type, zi.CRC, start)
-            # Entries sharing bytes are the "overlapping files" zip bomb (and never honest).
-            spans.sort()
-            for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
-                if start < end:
-                    raise CaseFileError(f"{a} and {b} overlap in the ZIP (zip bomb?)")
-
-    def close(self) -> None:
-        pass  # every read opens its own handle, so threads can stream entries at once
-
-    def names(self) -> list[str]:
-        return list(self.entries)
-
-    def size(self, name: str) -> int:
-        return self.entries[name].size
-
-    def __enter__(self) -> CaseReader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.entries
-
-    def iter_chunks(self, name: str, chunk: int = CHUNK) -> Iterator[bytes]:
-        """The entry's bytes in chunks; never more than its declared size (bomb-safe)."""
-        e = self.entries.get(name)
-        if e is None:
-            raise CaseFileError(f"{name}: not in the case file")
-        with open(self.path, "rb") as f:
-            f.seek(e.data_offset)
-            left = e.compressed
-            if e.method == zipfile.ZIP_STORED:
-                # The SHA-256 every entry is checked against supersedes the ZIP CRC; skipping
-                # the CRC keeps verification at one pass over the bytes.
-                while left:
-                    data = f.read(min(chunk, left))
-                    if not data:
-                        raise CaseFileError(f"{name}: ends early (truncated ZIP)")
-                    left -= len(data)
-                    yield data
-                return
-            d = zlib.decompressobj(-15)
-            out_total = 0
-            crc = 0
-            while left or d.unconsumed_tail:
-                if d.unconsumed_tail:
-                    src = d.unconsumed_tail
-                else:
-                    src = f.read(min(chunk, left))
-                    if not src:
-                        raise CaseFileError(f"{name}: ends early (truncated ZIP)")
-                    left -= len(src)
-                try:
-                    data = d.decompress(src, chunk)
-                except zlib.error as ex:
-                    raise IntegrityError(f"{name}: damaged deflate data ({ex})") from None
-                out_total += len(data)
-                if out_total > e.size:
-                    raise CaseFileError(f"{name}: inflates beyond its declared {e.size} bytes (zip bomb?)")
-                if data:
-                    crc = zlib.crc32(data, crc)
-                    yield data
-                if d.eof:
-                    break
-            if not d.eof or out_total != e.size:
-                raise IntegrityError(f"{name}: deflate data ends after {out_total} of {e.size} bytes")
-            if crc != e.crc:
-                raise IntegrityError(f"{name}: CRC-32 does not match (damaged entry)")
-
-    def read(self, name: str, cap: int = MAX_JSON_BYTES) -> bytes:
-        e = self.entries.get(name)
-        if e is None:
-            raise CaseFileError(f"{name}: not in the case file")
-        if e.size > cap:
-            raise IntegrityError(f"{name}: {e.size} bytes, more than the {cap}-byte limit for this file")
-        return b"".join(self.iter_chunks(name))
-
-
-def _check_name(name: str) -> None:
-    """Reject names that could escape a directory or mean two things on two systems."""
-    bad = None
-    if not name or len(name) > 400:
-        bad = "empty or too long"
-    elif name.startswith("/") or re.match(r"[A-Za-z]:", name):
-        bad = "absolute path"
-    elif "\\" in name or "\x00" in name or any(ord(c) < 0x20 for c in name):
-        bad = "backslash or control character"
-    elif any(part in ("", ".", "..") for part in name.split("/")):
-        bad = "'..', '.' or empty path component"
-    if bad:
-        raise CaseFileError(f"unsafe name in ZIP {name[:80]!r}: {bad}")
-
-
-def _data_offset(raw: BinaryIO, zi: zipfile.ZipInfo, size: int) -> int:
-    """Where the entry's data starts, from its local header (checked against the central one)."""
-    if zi.header_offset < 0 or zi.header_offset + _LOCAL.size > size:
-        raise CaseFileError(f"{zi.filename}: local header lies outside the file")
-    raw.seek(zi.header_offset)
-    head = raw.read(_LOCAL.size)
-    if len(head) != _LOCAL.size:
-        raise CaseFileError(f"{zi.filename}: truncated local header")
-    fields = _LOCAL.unpack(head)
-    if fields[0] != b"PK\x03\x04":
-        raise CaseFileError(f"{zi.filename}: bad local header signature")
-    name_len, extra_len = fields[10], fields[11]
-    local_name = raw.read(name_len)
-    flags = fields[3]
-    enc = "utf-8" if flags & 0x800 else "cp437"
-    if local_name.decode(enc, "replace") != zi.filename:
-        raise CaseFileError(f"{zi.filename}: local header names another file")
-    return zi.header_offset + _LOCAL.size + name_len + extra_len
-
-
-def load_json(data: bytes, what: str) -> Any:
-    """Strict JSON (no duplicate keys, no NaN) from bundle bytes, as an IntegrityError."""
-    try:
-        return loads(data)
-    except CanonicalizationError as e:
-        raise IntegrityError(f"{what}: {e}") from None

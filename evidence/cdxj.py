@@ -1,6 +1,6 @@
 """The case file's CDXJ index, built from the bytes export copies (one pass, no second read).
 
-``evidence.warcscan.WarcScan`` is fed each WARC as export streams it into the
+``ledger.warcscan.WarcScan`` is fed each WARC as export streams it into the
 ZIP (record offsets and heads); ``cdxj_lines`` turns those heads into the lines
 cdxj-indexer 1.5 writes (same fields, order, SURT keys and JSON), so the
 index is byte for byte what ``cdxj-indexer --sort`` would give; a WARC the
@@ -23,7 +23,7 @@ import surt
 from warcio.recordloader import ArcWarcRecordLoader
 from warcio.timeutils import iso_date_to_timestamp
 
-from .warcscan import HEAD, WarcScan
+from ledger.warcscan import HEAD, WarcScan
 
 # cdxj-indexer's defaults: these record types, minus warcinfo-like application/warc-fields resources.
 RECORD_TYPES = ("response", "revisit", "resource", "metadata")

@@ -20,9 +20,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
-from .display import json_safe, shown, text
-from .errors import EvidenceError, UsageError
+from ledger.display import json_safe, shown, text
+from ledger.errors import EvidenceError, UsageError
+from ledger.version import __version__
 
 app = typer.Typer(
     add_completion=False,
@@ -137,7 +137,7 @@ def init(
 @key_app.command("show")
 def key_show(as_json: bool = JsonOpt) -> None:
     """Print the log's current verifier key(s), retired keys with their lifetimes, and registered signers."""
-    from evidence.keys import key_id_for
+    from ledger.keys import key_id_for
     from ledger.log import key_add_facts, verify_key_add
     from ledger.trust import RetiredVerifier
 
@@ -219,8 +219,8 @@ def key_add(
     the terminal, hidden and twice; or EVIDENCE_OFFICER_PASSPHRASE, or
     EVIDENCE_OFFICER_PASSPHRASE_FILE); a writer's with the home's.
     """
-    from evidence.errors import ConfigError
     from evidence.officers import officer_passphrase
+    from ledger.errors import ConfigError
 
     if role == "officer" and badge is None:
         raise UsageError("an officer's key needs --badge NUMBER (执法证号), which the key-add record states")

@@ -11,8 +11,8 @@ from typing import Any
 
 import typer
 
-from .casefacts import set_case_info
-from .display import shown
+from ledger.casefacts import set_case_info
+from ledger.display import shown
 
 case_app = typer.Typer(no_args_is_help=True, help="Facts of a case (案由, 当事人), recorded in the ledger.")
 _cli: Any = None  # the running evidence.cli module (set by register)

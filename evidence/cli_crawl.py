@@ -13,8 +13,8 @@ from typing import Any
 
 import typer
 
-from .display import shown
-from .errors import UsageError
+from ledger.display import shown
+from ledger.errors import UsageError
 
 _cli: Any = None  # the running evidence.cli module (set by register)
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import typer
 
-from .display import shown, text
-from .errors import UsageError
+from ledger.display import shown, text
+from ledger.errors import UsageError
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 _cli: Any = None  # the running evidence.cli module (set by register)
@@ -46,8 +46,8 @@ def migrate(
     as_json: bool = JsonOpt,
 ) -> None:
     """Upgrade the ledger database schema to this version's revision."""
-    from evidence.config import Home, default_home
     from ledger import migrations
+    from ledger.config import Home, default_home
     from ledger.store import Store, safe_url
 
     url = Home(default_home()).db_url(db_url)

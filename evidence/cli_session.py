@@ -14,11 +14,11 @@ from typing import Any
 
 import typer
 
-from .config import Home, default_home
-from .display import shown
-from .errors import UsageError
-from .keys import load_key
-from .sessions import LoginSession, SessionStore, check_name, read_storage_state
+from ledger.config import Home, default_home
+from ledger.display import shown
+from ledger.errors import UsageError
+from ledger.keys import load_key
+from ledger.sessions import LoginSession, SessionStore, check_name, read_storage_state
 
 session_app = typer.Typer(no_args_is_help=True, help="Saved logins (browser storage state), encrypted in the home.")
 _cli: Any = None  # the running evidence.cli module (set by register)

@@ -15,8 +15,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from .display import shown, text
-from .errors import UsageError
+from ledger.display import shown, text
+from ledger.errors import UsageError
 
 # The watch machinery (browser, database layer) is imported inside each command, as
 # evidence.cli does: `evidence --help` or `evidence verify` must not pay for it.

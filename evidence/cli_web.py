@@ -13,8 +13,9 @@ from typing import Any
 
 import typer
 
-from .display import shown
-from .errors import UsageError
+from ledger.display import shown
+from ledger.errors import UsageError
+
 from .users import Users
 
 user_app = typer.Typer(no_args_is_help=True, help="Accounts of the web app (evidence serve).")

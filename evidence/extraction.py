@@ -40,16 +40,15 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ledger.anchors.run import check_anchor_record
+from ledger.canonical import loads
+from ledger.casefacts import CaseInfo, case_info
+from ledger.digest import sha256_hex
+from ledger.display import printable
+from ledger.errors import EnvironmentProblem, EvidenceError, IntegrityError, UsageError
+from ledger.keys import public_from_raw
 from ledger.log import verify_key_add
-
-from . import __version__
-from .canonical import loads
-from .casefacts import CaseInfo, case_info
-from .digest import sha256_hex
-from .display import printable
-from .errors import EnvironmentProblem, EvidenceError, IntegrityError, UsageError
-from .keys import public_from_raw
-from .record import parse_record
+from ledger.record import parse_record
+from ledger.version import __version__
 
 FORMATS = ("html", "pdf", "docx")
 TITLE_ZH = "电子数据提取笔录"

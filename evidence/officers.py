@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import UsageError
+from ledger.errors import UsageError
 
 ENV = "EVIDENCE_OFFICER_PASSPHRASE"
 ENV_FILE = "EVIDENCE_OFFICER_PASSPHRASE_FILE"

@@ -26,9 +26,9 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .config import fsync_dir
-from .errors import StoreError, UsageError
-from .record import utc_now
+from ledger.config import fsync_dir
+from ledger.errors import StoreError, UsageError
+from ledger.record import utc_now
 
 USERS_FILE = "users.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")

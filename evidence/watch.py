@@ -47,14 +47,13 @@ from capture.options import CaptureOptions, check_url
 from capture.page import latest_anchor, preflight, workdir
 from capture.probe import ProbeResult, check_selectors, distance, probe
 from capture.session import capture_into
+from ledger.canonical import loads
+from ledger.errors import CaptureError, ConfigError, EvidenceError, KeyFileError, UsageError
 from ledger.log import Ledger
+from ledger.record import Draft, Record
+from ledger.sessions import SessionStore
+from ledger.version import __version__
 from ledger.watches import NewWatch, Watch, WatchEvent, WatchStore
-
-from . import __version__
-from .canonical import loads
-from .errors import CaptureError, ConfigError, EvidenceError, KeyFileError, UsageError
-from .record import Draft, Record
-from .sessions import SessionStore
 
 PROBE_KIND = "probe"
 EVENT_KINDS = ("first-seen", "change", "rule-hit", "removal")

@@ -45,7 +45,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evidence.canonical import canonical_json  # noqa: E402
 from ledger.anchors import (  # noqa: E402
     FieldMap,
     HttpJsonDeposit,
@@ -56,6 +55,7 @@ from ledger.anchors import (  # noqa: E402
 )
 from ledger.anchors._http import post  # noqa: E402
 from ledger.anchors.errors import AnchorRejected  # noqa: E402
+from ledger.canonical import canonical_json  # noqa: E402
 
 NOTARY_DOMAIN = b"toy-notary/receipt/v1\n"
 

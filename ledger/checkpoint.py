@@ -18,7 +18,7 @@ import binascii
 import re
 from dataclasses import dataclass
 
-from evidence.errors import ProofError, SignatureError
+from ledger.errors import ProofError, SignatureError
 
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,19}")
 PROOF_HEADER = "c2sp.org/tlog-proof@v1"

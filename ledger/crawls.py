@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DBAPIError
 
-from evidence.digest import sha256_hex
-from evidence.errors import EvidenceError, StoreError, UsageError
-from evidence.record import utc_now
+from ledger.digest import sha256_hex
+from ledger.errors import EvidenceError, StoreError, UsageError
+from ledger.record import utc_now
 
 from .store import Store, crawl_pages, crawls
 

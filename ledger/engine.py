@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from evidence.errors import StoreError
+from ledger.errors import StoreError
 
 
 def make_engine(url: str) -> Engine:

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evidence import __version__
-from evidence.artifacts import artifact_store_for
-from evidence.canonical import canonical_json, loads
-from evidence.config import Home, HomeConfig, default_home, fsync_dir, passphrase_from_env, write_atomic
-from evidence.errors import (
+from ledger.artifacts import artifact_store_for
+from ledger.canonical import canonical_json, loads
+from ledger.config import Home, HomeConfig, default_home, fsync_dir, passphrase_from_env, write_atomic
+from ledger.errors import (
     ConfigError,
     EnvironmentProblem,
     EvidenceError,
@@ -32,9 +31,10 @@ from evidence.errors import (
     SignatureError,
     UsageError,
 )
-from evidence.exhibit import Artifact, ArtifactFile, Exhibit, build_manifest, exhibit_payload
-from evidence.keys import SigningKey, key_id_for, load_key, save_key
-from evidence.record import Draft, Record, parse_record
+from ledger.exhibit import Artifact, ArtifactFile, Exhibit, build_manifest, exhibit_payload
+from ledger.keys import SigningKey, key_id_for, load_key, save_key
+from ledger.record import Draft, Record, parse_record
+from ledger.version import __version__
 
 from . import merkle
 from .checkpoint import Checkpoint

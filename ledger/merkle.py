@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 
-from evidence.errors import ProofError
+from ledger.errors import ProofError
 
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from evidence.errors import SignatureError
+from ledger.errors import SignatureError
 
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04

@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from evidence.errors import EvidenceError, StoreError, UsageError
-from evidence.record import utc_now
+from ledger.errors import EvidenceError, StoreError, UsageError
+from ledger.record import utc_now
 
 from .store import Store, jobs
 

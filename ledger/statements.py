@@ -10,9 +10,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from evidence.canonical import canonical_json
-from evidence.errors import EvidenceError, SignatureError
-from evidence.keys import SigningKey, key_id_for, public_from_b64, raw_public, verify_signature
+from ledger.canonical import canonical_json
+from ledger.errors import EvidenceError, SignatureError
+from ledger.keys import SigningKey, key_id_for, public_from_b64, raw_public, verify_signature
 
 ROTATION_DOMAIN = b"evidence-chain/key-rotation/v1\n"
 KEY_ADD_DOMAIN = b"evidence-chain/key-add/v1\n"

@@ -52,9 +52,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from evidence.errors import RollbackError, StoreError
-from evidence.keys import SigningKey
-from evidence.record import (
+from ledger.errors import RollbackError, StoreError
+from ledger.keys import SigningKey
+from ledger.record import (
     GENESIS_PREV,
     Draft,
     Prepared,

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evidence.config import write_atomic
-from evidence.errors import EvidenceError, UsageError
-from evidence.keys import key_id_for
+from ledger.config import write_atomic
+from ledger.errors import EvidenceError, UsageError
+from ledger.keys import key_id_for
 
 from .note import Verifier
 

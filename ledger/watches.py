@@ -38,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 
-from evidence.record import utc_now
+from ledger.record import utc_now
 
 from .store import Store, watch_events, watches
 

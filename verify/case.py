@@ -56,8 +56,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evidence import waczsign
-from evidence.case import (
+from ledger import merkle, waczsign
+from ledger.checkpoint import (
+    Checkpoint,
+    TlogProof,
+    format_consistency,
+    format_proof,
+    parse_consistency,
+    parse_proof,
+)
+from ledger.errors import CaseFileError, EvidenceError, IntegrityError
+from ledger.keys import key_id_for, public_from_raw
+from ledger.note import CosignatureVerifier, Verifier, verify_note, vkey_for
+from ledger.record import GENESIS_PREV, Record, parse_record
+from ledger.statements import key_add_facts, verify_key_add, verify_rotation
+from ledger.trust import Trust, beyond_lifetime, lifetimes
+
+from .casefile import (
     CASE_JSON,
     DATAPACKAGE,
     DATAPACKAGE_DIGEST,
@@ -77,22 +92,6 @@ from evidence.case import (
     proof_path,
     record_path,
 )
-from evidence.errors import CaseFileError, EvidenceError, IntegrityError
-from evidence.keys import key_id_for, public_from_raw
-from evidence.record import GENESIS_PREV, Record, parse_record
-from ledger import merkle
-from ledger.checkpoint import (
-    Checkpoint,
-    TlogProof,
-    format_consistency,
-    format_proof,
-    parse_consistency,
-    parse_proof,
-)
-from ledger.note import CosignatureVerifier, Verifier, verify_note, vkey_for
-from ledger.statements import key_add_facts, verify_key_add, verify_rotation
-from ledger.trust import Trust, beyond_lifetime, lifetimes
-
 from .result import Check
 from .warc import Lane, WarcChecker, WarcSummary
 

@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from evidence.canonical import loads
-from evidence.errors import EvidenceError
-from evidence.keys import key_id_for, public_from_raw
-from evidence.record import GENESIS_PREV, parse_record, record_leaf_hash
 from ledger import merkle
+from ledger.canonical import loads
 from ledger.checkpoint import Checkpoint
+from ledger.errors import EvidenceError
+from ledger.keys import key_id_for, public_from_raw
 from ledger.note import Verifier, verify_note
+from ledger.record import GENESIS_PREV, parse_record, record_leaf_hash
 from ledger.statements import verify_key_add, verify_rotation
 from ledger.trust import Trust, beyond_lifetime, lifetimes
 

@@ -22,14 +22,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evidence import __version__
-from evidence.case import CaseReader, record_path
-from evidence.casefacts import latest
-from evidence.display import printable
-from evidence.errors import EnvironmentProblem, EvidenceError, UsageError
-from evidence.record import parse_record
+from ledger.casefacts import latest
+from ledger.display import printable
+from ledger.errors import EnvironmentProblem, EvidenceError, UsageError
+from ledger.record import parse_record
+from ledger.version import __version__
 
 from .case import VerificationResult
+from .casefile import CaseReader, record_path
 
 THUMB_WIDTH = 360
 THUMB_MAX_SOURCE = 64 << 20  # never decode a bigger screenshot for a thumbnail

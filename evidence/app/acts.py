@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from capture import capture_page
+from ledger.errors import UsageError
 from ledger.log import AtCapture, Cosigner, Ledger, declared_facts
+from ledger.record import Record
 
 from ..case import ExportSummary, export_case
-from ..errors import UsageError
 from ..extraction import FORMATS, ExtractionRecord, build_record, missing, write_record
-from ..record import Record
 
 ProgressFn = Callable[[str], None]
 

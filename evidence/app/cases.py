@@ -6,11 +6,11 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..canonical import loads
-from ..casefacts import CaseInfo, case_info
-from ..digest import sha256_hex
-from ..errors import IntegrityError, UsageError
-from ..record import Record
+from ledger.canonical import loads
+from ledger.casefacts import CaseInfo, case_info
+from ledger.digest import sha256_hex
+from ledger.errors import IntegrityError, UsageError
+from ledger.record import Record
 
 if TYPE_CHECKING:
     from ledger.log import Ledger

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from capture.browser import device_descriptor, devices
-
-from ..errors import UsageError
-from ..sessions import SessionStore
+from ledger.errors import UsageError
+from ledger.sessions import SessionStore
 
 if TYPE_CHECKING:
     from ledger.log import Ledger

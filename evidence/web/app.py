@@ -47,11 +47,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from evidence.app import acts, cases, checks, options
-from evidence.config import default_home
-from evidence.display import printable
-from evidence.errors import EvidenceError, UsageError
 from evidence.extraction import resolve_tz, short, when
 from evidence.users import User, Users
+from ledger.config import default_home
+from ledger.display import printable
+from ledger.errors import EvidenceError, UsageError
 from ledger.log import Ledger
 from ledger.trust import Trust
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from email.message import Message
 from urllib.parse import urlsplit
 
-from evidence.errors import UsageError
+from ledger.errors import UsageError
 
 from .errors import AnchorUnavailable
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from evidence.errors import UsageError
+from ledger.errors import UsageError
 
 from . import _http
 from .errors import AnchorRejected, ReceiptError

@@ -9,7 +9,7 @@ tampering).
 
 from __future__ import annotations
 
-from evidence.errors import EnvironmentProblem, IntegrityError, RollbackError, SignatureError
+from ledger.errors import EnvironmentProblem, IntegrityError, RollbackError, SignatureError
 
 
 class AnchorUnavailable(EnvironmentProblem):

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from evidence.digest import sha256_hex
-from evidence.errors import EvidenceError, IntegrityError, UsageError
-from evidence.record import parse_record
+from ledger.digest import sha256_hex
+from ledger.errors import EvidenceError, IntegrityError, UsageError
+from ledger.record import parse_record
 
 from ..checkpoint import Checkpoint
 from ..note import CosignatureVerifier

@@ -33,7 +33,7 @@ from rfc3161_client import (
     decode_timestamp_response,
 )
 
-from evidence.errors import IntegrityError, UsageError
+from ledger.errors import IntegrityError, UsageError
 
 from . import _http
 from .errors import AnchorRejected, TimestampMismatch, UntrustedTimestamp

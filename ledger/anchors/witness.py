@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from evidence.errors import EvidenceError, IntegrityError, ProofError, UsageError
+from ledger.errors import EvidenceError, IntegrityError, ProofError, UsageError
 
 from .. import merkle
 from ..checkpoint import Checkpoint

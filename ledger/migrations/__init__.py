@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from evidence.errors import SchemaError, StoreError
+from ledger.errors import SchemaError, StoreError
 
 from ..engine import make_engine, safe_url
 

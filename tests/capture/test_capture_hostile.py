@@ -12,7 +12,7 @@ import pytest
 from capture_fixtures import BIG_SIZE, big_page_sha256
 from warcio.archiveiterator import ArchiveIterator
 
-from evidence.errors import CaptureError
+from ledger.errors import CaptureError
 
 pytestmark = pytest.mark.browser
 BIN = Path(sys.executable).parent

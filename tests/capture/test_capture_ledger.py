@@ -15,7 +15,7 @@ import pytest
 from capture_fixtures import ROOT
 
 from capture import capture_many, capture_page
-from evidence.errors import CaptureError, UsageError
+from ledger.errors import CaptureError, UsageError
 
 pytestmark = pytest.mark.browser
 

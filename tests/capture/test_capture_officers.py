@@ -82,8 +82,8 @@ def test_keys_are_under_the_officers_own_passphrases(officers_home):
     cfg = json.loads((home / "config.json").read_text("utf-8"))
     signers = cfg["signers"]
     assert all(signers[n]["own_passphrase"] for n in (A, B))
-    from evidence.errors import KeyFileError
-    from evidence.keys import load_key
+    from ledger.errors import KeyFileError
+    from ledger.keys import load_key
 
     for n in (A, B):
         path = home / "keys" / f"{signers[n]['key_id']}.key"
@@ -223,8 +223,8 @@ def test_forged_at_capture_attestation_fails_verify(officers_home, shop, tmp_pat
     home, env = officers_home
     ex = json.loads(run(home, "capture", shop.url("/item/123"), "--case", CASE, "--officer", A, "--json",
                         env=env, check=0).stdout)["exhibits"][0]
-    from evidence.record import Draft
     from ledger.log import Ledger
+    from ledger.record import Draft
 
     led = Ledger.open(home, passphrase=HOME_PW.encode())
     try:
@@ -254,8 +254,8 @@ def test_control_genuine_second_attestation_verifies(officers_home, shop, tmp_pa
     home, env = officers_home
     ex = json.loads(run(home, "capture", shop.url("/item/123"), "--case", CASE, "--officer", A, "--json",
                         env=env, check=0).stdout)["exhibits"][0]
-    from evidence.record import Draft
     from ledger.log import Ledger
+    from ledger.record import Draft
 
     led = Ledger.open(home, passphrase=HOME_PW.encode())
     try:

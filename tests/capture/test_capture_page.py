@@ -81,7 +81,7 @@ def test_listing_facts(listing, shop):
     }
     assert listing.artifacts[0].role == "warc"
     # The manifest is canonical JSON: no floats anywhere in info.
-    from evidence.canonical import canonical_json
+    from ledger.canonical import canonical_json
 
     canonical_json(info)
 

@@ -24,7 +24,7 @@ from warcio.archiveiterator import ArchiveIterator
 
 from capture import capture_many, capture_page
 from capture.page import LOCK_NAME, sweep_workdirs
-from evidence.errors import KeyFileError
+from ledger.errors import KeyFileError
 
 pytestmark = pytest.mark.browser
 BIN = Path(sys.executable).parent

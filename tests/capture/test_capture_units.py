@@ -14,7 +14,7 @@ from capture.network import Hop, _reencode
 from capture.options import CaptureOptions, check_url
 from capture.tls import validate
 from capture.warc import _parse_headers_text, fix_for_body, request_headers, response_headers
-from evidence.errors import EnvironmentProblem, UsageError
+from ledger.errors import EnvironmentProblem, UsageError
 
 
 @pytest.mark.parametrize(

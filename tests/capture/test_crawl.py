@@ -22,9 +22,9 @@ from crawl_shop import LOGGED_IN, GeneratedShop  # noqa: E402
 from capture.crawl import MAX_LINKS_PER_PAGE, Scope, normalise, page_links, start  # noqa: E402
 from capture.session import PageCapture  # noqa: E402
 from evidence.case import export_case  # noqa: E402
-from evidence.errors import UsageError  # noqa: E402
-from evidence.exhibit import ArtifactFile  # noqa: E402
 from ledger.crawls import Crawls  # noqa: E402
+from ledger.errors import UsageError  # noqa: E402
+from ledger.exhibit import ArtifactFile  # noqa: E402
 from ledger.log import Ledger  # noqa: E402
 from verify.case import verify_case  # noqa: E402
 

@@ -13,7 +13,7 @@ import pytest
 
 from capture.environment import anchor_clock, clock_check, http_date_clock, outbound_ip
 from capture.options import CaptureOptions
-from evidence.errors import UsageError
+from ledger.errors import UsageError
 
 
 class Reference:

@@ -14,7 +14,7 @@ import av
 import pytest
 
 from capture.interactive import VirtualDisplay, capture_interactive, until_enter
-from evidence.errors import CaptureError
+from ledger.errors import CaptureError
 
 pytestmark = pytest.mark.browser
 

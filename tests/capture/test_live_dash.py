@@ -13,7 +13,7 @@ from test_livestream import CASE, check_chain, log_lines, new_home, parallel, wa
 
 from capture import dash
 from capture.livestream import capture_livestream
-from evidence.errors import CaptureError
+from ledger.errors import CaptureError
 
 pytestmark = pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg not installed")
 

@@ -12,7 +12,7 @@ from test_livestream import CASE, check_chain, log_lines, new_home, parallel, wa
 
 from capture.fetch import Exchange
 from capture.livestream import capture_livestream, kind_of_response, stream_kind
-from evidence.errors import CaptureError
+from ledger.errors import CaptureError
 
 pytestmark = pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg not installed")
 

@@ -14,9 +14,9 @@ from test_livestream import CASE, check_chain, end_record, log_lines, run, warc_
 
 from capture.livestream import capture_livestream
 from capture.resolve import resolve
-from evidence.errors import UsageError
-from evidence.sessions import LoginSession
+from ledger.errors import UsageError
 from ledger.log import Ledger
+from ledger.sessions import LoginSession
 
 pytestmark = pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg not installed")
 

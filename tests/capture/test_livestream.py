@@ -472,7 +472,7 @@ def test_losing_the_open_window_on_disk_is_one_error_and_sealed_windows_stay(tmp
     import tempfile
     import threading
 
-    from evidence.errors import CaptureError
+    from ledger.errors import CaptureError
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()

@@ -13,7 +13,7 @@ from capture import hls
 from capture.fetch import Exchange, Fetcher, FetchFailed, _fix_headers
 from capture.frames import Sampler, is_init_section, mp4_boxes, same_picture, thumbnail
 from capture.livestream import Limits, capture_livestream, stream_kind
-from evidence.errors import CaptureError, UsageError
+from ledger.errors import CaptureError, UsageError
 
 BASE = "https://live.example/room/7/"
 

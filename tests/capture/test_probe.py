@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 
 from capture.options import CaptureOptions
 from capture.probe import check_selectors, dhash, distance, hex64, probe, simhash
-from evidence.errors import CaptureError
+from ledger.errors import CaptureError
 
 OPTS = CaptureOptions(load_timeout=15.0, settle_timeout=1.0, mhtml=False)
 

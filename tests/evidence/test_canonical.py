@@ -5,8 +5,8 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evidence.canonical import canonical_json, loads
-from evidence.errors import CanonicalizationError
+from ledger.canonical import canonical_json, loads
+from ledger.errors import CanonicalizationError
 
 
 # RFC 8785 section 3.2.3 example: keys sorted by UTF-16 code units.

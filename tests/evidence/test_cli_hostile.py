@@ -246,7 +246,7 @@ def test_capture_of_a_url_with_brackets(home: Path, plain_shop) -> None:
 def test_display_helpers_escape_hidden_characters_and_keep_data():
     from rich.console import Console
 
-    from evidence.display import hidden, json_safe, printable, shown, text
+    from ledger.display import hidden, json_safe, printable, shown, text
 
     nasty = "a\x00\x07\x1b[2J\x7f\x85\x9b\u061c\u200b\u200e\u200f\u202a\u202e\u2066\u2069\u2028\u2029\ufeff\U000e0041\udcffz"
     seen = printable(nasty)

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "capture"))
 
 from login_site import PASSWORD, USER, LoginSite  # noqa: E402
 
-from evidence.errors import ConfigError, KeyFileError, UsageError  # noqa: E402
-from evidence.sessions import LoginSession, SessionStore, check_name, read_storage_state  # noqa: E402
+from ledger.errors import ConfigError, KeyFileError, UsageError  # noqa: E402
+from ledger.sessions import LoginSession, SessionStore, check_name, read_storage_state  # noqa: E402
 
 PASS = "correct horse battery staple"
 SECRET = "v-" + "7f3a9c" * 6

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from capture.browser import chromium_available
-from evidence.errors import UsageError
-from evidence.exhibit import ArtifactFile
 from evidence.extraction import build_record, write_record
-from evidence.keys import SigningKey
-from evidence.record import Draft
+from ledger.errors import UsageError
+from ledger.exhibit import ArtifactFile
+from ledger.keys import SigningKey
+from ledger.record import Draft
 from verify.ledger import audit_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

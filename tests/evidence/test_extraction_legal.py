@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from evidence.casefacts import case_info, set_case_info
-from evidence.errors import UsageError
-from evidence.exhibit import ArtifactFile
 from evidence.extraction import build_record, disclosures, document, missing, render_html, write_record
-from evidence.keys import SigningKey
-from evidence.record import Draft
+from ledger.casefacts import case_info, set_case_info
+from ledger.errors import UsageError
+from ledger.exhibit import ArtifactFile
+from ledger.keys import SigningKey
+from ledger.record import Draft
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "ledger"))

@@ -3,9 +3,9 @@ import stat
 
 import pytest
 
-from evidence.errors import IntegrityError, KeyFileError, SignatureError
-from evidence.keys import SigningKey, load_key, save_key
-from evidence.record import GENESIS_PREV, Draft, parse_record, seal
+from ledger.errors import IntegrityError, KeyFileError, SignatureError
+from ledger.keys import SigningKey, load_key, save_key
+from ledger.record import GENESIS_PREV, Draft, parse_record, seal
 
 
 def test_key_file_encrypted_mode_0600(tmp_path):

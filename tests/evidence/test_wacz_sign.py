@@ -20,12 +20,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from evidence import waczsign
-from evidence.case import DATAPACKAGE, DATAPACKAGE_DIGEST, INDEX, datapackage_digest, export_case
-from evidence.casefacts import set_case_info
-from evidence.errors import SignatureError
+from evidence.case import INDEX, export_case
+from ledger import waczsign
+from ledger.casefacts import set_case_info
+from ledger.errors import SignatureError
 from ledger.log import Ledger
 from verify.case import verify_case
+from verify.casefile import DATAPACKAGE, DATAPACKAGE_DIGEST, datapackage_digest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "verify"))
 from case_fixtures import build_case  # noqa: E402
@@ -236,7 +237,7 @@ def test_cli_mode_option(tmp_path):
 def _own_named_exhibit(led, work: Path, case: str, n: int, warc_name: str) -> int:
     from case_fixtures import make_exhibit_files, write_warc
 
-    from evidence.exhibit import ArtifactFile
+    from ledger.exhibit import ArtifactFile
 
     files = make_exhibit_files(work / f"own-{n}", n, f"http://shop.example/item/{n}")
     own = work / f"own-{n}" / warc_name  # warcio writes the file's name as WARC-Filename, as capture does
@@ -281,7 +282,7 @@ def test_warc_stored_under_its_warc_filename(tmp_path):
     for x in cmap["exhibits"]:
         if x["index"] == dup:
             x["artifacts"]["page.warc.gz"] = f"archive/{a}"
-    from evidence.case import case_map_bytes
+    from verify.casefile import case_map_bytes
 
     forged = tmp_path / "forged.wacz"
     rewrite(out, forged, {"evidence/case.json": case_map_bytes(cmap)})

@@ -20,7 +20,6 @@ from case_fixtures import Forger  # noqa: E402
 from watch_site import Hook, Site, closed_port, item  # noqa: E402
 
 from capture.browser import Browser  # noqa: E402
-from evidence.canonical import canonical_json, loads  # noqa: E402
 from evidence.case import export_case  # noqa: E402
 from evidence.watch import (  # noqa: E402
     PROBE_OPTIONS,
@@ -36,6 +35,7 @@ from evidence.watch import (  # noqa: E402
     run_probe,
     run_scheduler,
 )
+from ledger.canonical import canonical_json, loads  # noqa: E402
 from ledger.log import Ledger  # noqa: E402
 from ledger.watches import WatchStore  # noqa: E402
 from verify.case import verify_case  # noqa: E402

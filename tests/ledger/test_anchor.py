@@ -7,7 +7,6 @@ import threading
 import pytest
 from tsa_fixture import free_port
 
-from evidence.errors import UsageError
 from ledger.anchors import (
     AnchorUnavailable,
     Witness,
@@ -18,6 +17,7 @@ from ledger.anchors import (
     parse_interval,
     run_every,
 )
+from ledger.errors import UsageError
 
 
 def test_one_checkpoint_three_kinds_of_anchor(home, tsa, tsa_roots, witness_server):

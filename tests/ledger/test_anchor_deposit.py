@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from tsa_fixture import free_port
 
-from evidence.errors import UsageError
 from ledger.anchors import (
     AnchorRejected,
     AnchorUnavailable,
@@ -24,6 +23,7 @@ from ledger.anchors import (
     anchor_checkpoint,
     audit_anchors,
 )
+from ledger.errors import UsageError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "deposit_adapter.py"
 

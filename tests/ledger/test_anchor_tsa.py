@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from tsa_fixture import free_port
 
-from evidence.errors import IntegrityError, UsageError
 from ledger.anchors import (
     AnchorRejected,
     AnchorUnavailable,
@@ -24,6 +23,7 @@ from ledger.anchors import (
     timestamp,
     verify_timestamp,
 )
+from ledger.errors import IntegrityError, UsageError
 
 FAST = {"timeout": 0.3, "deadline": 1.0}
 

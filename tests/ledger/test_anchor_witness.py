@@ -9,7 +9,6 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from evidence.errors import UsageError
 from ledger.anchors import (
     AnchorRejected,
     CosignatureError,
@@ -25,6 +24,7 @@ from ledger.anchors import (
 )
 from ledger.anchors._http import post
 from ledger.anchors.witness import SIZE_TYPE, WitnessSizeConflict, request_body
+from ledger.errors import UsageError
 from ledger.log import Ledger
 from ledger.note import CosignatureVerifier
 

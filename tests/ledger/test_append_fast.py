@@ -18,10 +18,10 @@ import threading
 import pytest
 import rfc8785
 
-from evidence.canonical import loads
-from evidence.record import RECORD_DOMAIN, Draft, parse_record, seal, unsigned_bytes, utc_now
 from ledger import merkle
+from ledger.canonical import loads
 from ledger.log import Ledger
+from ledger.record import RECORD_DOMAIN, Draft, parse_record, seal, unsigned_bytes, utc_now
 from ledger.store import SignedDraft, Store, writer_lock_path
 from verify.ledger import audit_store
 

@@ -2,14 +2,14 @@
 
 import pytest
 
-from evidence.errors import ConfigError, UsageError
-from evidence.keys import SigningKey
-from evidence.record import Draft
+from ledger.errors import ConfigError, UsageError
+from ledger.keys import SigningKey
+from ledger.record import Draft
 from verify.ledger import audit_store
 
 
 def exhibit(led, tmp_path):
-    from evidence.exhibit import ArtifactFile
+    from ledger.exhibit import ArtifactFile
 
     f = tmp_path / "shot.png"
     f.write_bytes(b"png")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from evidence.config import Home
+from ledger.config import Home
 from ledger.log import Ledger
 from verify.ledger import audit_store
 

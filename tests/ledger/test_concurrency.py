@@ -69,7 +69,7 @@ def test_postgres_four_processes(tmp_path, pg_url):
 
 CHILD = """
 import sys
-from evidence.record import Draft
+from ledger.record import Draft
 from ledger.log import Ledger
 led = Ledger.open(sys.argv[1])
 print("ready", flush=True)

@@ -29,7 +29,7 @@ def _seal(led, crawls, crawl_id, url, found=(), links=None):
 
 
 def _draft(url):
-    from evidence.record import Draft
+    from ledger.record import Draft
 
     return Draft("custody", {"page": url}, "C-1")
 

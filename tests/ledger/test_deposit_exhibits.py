@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from evidence.case import export_case
-from evidence.exhibit import ArtifactFile
 from ledger.anchors import EXHIBIT_DEPOSIT, anchor_checkpoint, audit_anchors
+from ledger.exhibit import ArtifactFile
 from verify.case import verify_case
 from verify.report import write_report
 

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from evidence.record import parse_record
 from ledger.log import Ledger
+from ledger.record import parse_record
 from verify.ledger import audit_store
 
 WRITERS, BATCH = 4, 20
 
 WRITER = """
 import os, sys, time
-from evidence.errors import EvidenceError
-from evidence.record import Draft
+from ledger.errors import EvidenceError
+from ledger.record import Draft
 from ledger.log import Ledger
 
 home, ack_path, stop_path, tag = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -186,7 +186,7 @@ def _lost(after_commit: bool, times: int = 1):
 @pytest.mark.postgres
 @pytest.mark.parametrize("after_commit", [False, True], ids=["lost-before-commit", "lost-ack-after-commit"])
 def test_retried_append_lands_exactly_once(tmp_path, pg_url, after_commit):
-    from evidence.record import Draft
+    from ledger.record import Draft
 
     led = Ledger.init(tmp_path / "h", unencrypted=True, db_url=pg_url)
     _lost(after_commit)(led.store)
@@ -202,7 +202,7 @@ def test_retried_append_lands_exactly_once(tmp_path, pg_url, after_commit):
 
 @pytest.mark.postgres
 def test_unreachable_database_fails_in_one_line_after_the_window(tmp_path, pg_url):
-    from evidence.errors import StoreError
+    from ledger.errors import StoreError
 
     led = Ledger.init(tmp_path / "h", unencrypted=True, db_url=pg_url)
     led.store.retry_seconds = 0.5
@@ -216,7 +216,7 @@ def test_unreachable_database_fails_in_one_line_after_the_window(tmp_path, pg_ur
 
 
 def test_sqlite_errors_are_not_retried(tmp_path):
-    from evidence.errors import StoreError
+    from ledger.errors import StoreError
 
     led = Ledger.init(tmp_path / "h", unencrypted=True)
     led.store.execute_raw("CREATE TRIGGER no_more BEFORE INSERT ON records BEGIN SELECT RAISE(ABORT, 'disk says no'); END")

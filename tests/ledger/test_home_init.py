@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from evidence.errors import ConfigError
 from ledger import Ledger
+from ledger.errors import ConfigError
 
 # Each in a fresh interpreter, so an import cycle cannot hide behind a module
 # some earlier test already loaded.

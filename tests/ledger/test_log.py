@@ -3,13 +3,13 @@ import stat
 
 import pytest
 
-from evidence.errors import ConfigError, KeyFileError, RollbackError, UsageError
-from evidence.exhibit import ArtifactFile
-from evidence.record import Draft
 from ledger import merkle
 from ledger.checkpoint import Checkpoint
+from ledger.errors import ConfigError, KeyFileError, RollbackError, UsageError
+from ledger.exhibit import ArtifactFile
 from ledger.log import Ledger
 from ledger.note import verify_note
+from ledger.record import Draft
 from verify.ledger import audit_store
 
 
@@ -62,8 +62,8 @@ def test_append_chain_and_proofs(home):
 
 
 def test_bad_drafts_append_nothing(home):
-    from evidence.errors import CanonicalizationError
-    from evidence.record import Draft
+    from ledger.errors import CanonicalizationError
+    from ledger.record import Draft
 
     with pytest.raises(CanonicalizationError):
         home.append_many([Draft("custody", {"ok": 1}), Draft("custody", {"bad": float("nan")})])
@@ -155,7 +155,7 @@ def test_old_key_cannot_sign_after_rotation(home):
 
 def test_postgres_backend(pg_url, tmp_path):
     led = Ledger.init(tmp_path / "pg", unencrypted=True, db_url=pg_url, origin="pg.example/log")
-    from evidence.record import Draft
+    from ledger.record import Draft
 
     led.append_many([Draft("custody", {"i": i}) for i in range(100)])
     cp = led.checkpoint()

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evidence.errors import ProofError
 from ledger import merkle
+from ledger.errors import ProofError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "merkle"
 VECTORS = sorted(p for p in DATA.rglob("*.json"))

@@ -13,8 +13,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from evidence.errors import SchemaError
 from ledger import migrations
+from ledger.errors import SchemaError
 from ledger.log import Ledger
 from ledger.store import make_engine, metadata
 from verify.ledger import audit_store

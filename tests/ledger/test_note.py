@@ -5,8 +5,8 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from evidence.errors import ProofError, SignatureError
 from ledger.checkpoint import Checkpoint, TlogProof, format_proof, parse_proof
+from ledger.errors import ProofError, SignatureError
 from ledger.note import (
     CosignatureVerifier,
     Verifier,

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from evidence.case import export_case
-from evidence.errors import SignatureError, UsageError
-from evidence.keys import SigningKey
-from evidence.record import Draft
 from ledger import Ledger, key_add_facts, verify_key_add
+from ledger.errors import SignatureError, UsageError
+from ledger.keys import SigningKey
 from ledger.log import _key_statement
+from ledger.record import Draft
 from verify.case import verify_case
 from verify.ledger import audit_store
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from evidence.errors import RollbackError, UsageError
-from evidence.record import Draft
 from ledger import Checkpoint, Ledger, Store
+from ledger.errors import RollbackError, UsageError
 from ledger.note import verify_note
+from ledger.record import Draft
 
 ORIGIN = "rollback.example/log"
 

@@ -13,11 +13,11 @@ import pytest
 
 from capture.browser import chromium_available
 from capture.worker import enqueue
-from evidence.errors import ConfigError, SignatureError, UsageError
-from evidence.exhibit import ArtifactFile
-from evidence.record import parse_record
+from ledger.errors import ConfigError, SignatureError, UsageError
+from ledger.exhibit import ArtifactFile
 from ledger.log import Ledger
 from ledger.queue import LeaseLost, Queue
+from ledger.record import parse_record
 from verify.ledger import audit_store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,7 +84,7 @@ def test_two_homes_share_ledger_and_artifacts(team, tmp_path):
 
 
 def test_join_refuses_a_wrong_log_key(team, tmp_path, pg_url):
-    from evidence.keys import SigningKey
+    from ledger.keys import SigningKey
     from ledger.note import vkey_for
 
     other = vkey_for("office.example/ledger", SigningKey.generate().public)

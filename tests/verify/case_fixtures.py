@@ -19,9 +19,9 @@ from typing import Any
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from evidence.case import datapackage_digest
-from evidence.exhibit import ArtifactFile
-from evidence.waczsign import sign_datapackage
+from ledger.exhibit import ArtifactFile
+from ledger.waczsign import sign_datapackage
+from verify.casefile import datapackage_digest
 
 
 def png_bytes(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
@@ -366,7 +366,7 @@ FORGERIES = {
 
 def detected(path: Path, m: Mutation, trust: list[str]) -> tuple[bool, bool, str]:
     """(detected, named the damaged item, message) for one mutated case file."""
-    from evidence.errors import CaseFileError
+    from ledger.errors import CaseFileError
     from verify.case import verify_case
 
     try:
@@ -464,7 +464,7 @@ class Forger:
             return out.read_bytes()
 
     def write(self, dst: Path, *, fix_datapackage: bool = True) -> Path:
-        from evidence.case import case_map_bytes
+        from verify.casefile import case_map_bytes
 
         self.put("evidence/case.json", case_map_bytes(self.case))
         self.put("pages/pages.jsonl", "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in self.pages).encode("utf-8"))

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evidence.keys import SigningKey
-from evidence.record import Draft, parse_record
+from ledger.keys import SigningKey
 from ledger.log import Ledger
+from ledger.record import Draft, parse_record
 from verify.ledger import audit_store
 
 
@@ -34,7 +34,7 @@ def body(led, idx):
 def set_body(led, idx, raw, fix_leaf=False):
     led.store.execute_raw("UPDATE records SET body = ? WHERE idx = ?", (raw, idx))
     if fix_leaf:
-        from evidence.record import record_leaf_hash
+        from ledger.record import record_leaf_hash
 
         led.store.execute_raw("UPDATE records SET leaf = ? WHERE idx = ?", (record_leaf_hash(raw), idx))
 

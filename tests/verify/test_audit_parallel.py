@@ -13,10 +13,10 @@ import base64
 import pytest
 import rfc8785
 
-from evidence.canonical import loads
-from evidence.keys import SigningKey
-from evidence.record import RECORD_DOMAIN, record_leaf_hash
+from ledger.canonical import loads
+from ledger.keys import SigningKey
 from ledger.log import Ledger
+from ledger.record import RECORD_DOMAIN, record_leaf_hash
 from verify import ledger as audit_mod
 from verify.ledger import audit_store
 

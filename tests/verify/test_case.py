@@ -17,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
 
 from case_fixtures import MUTATIONS, build_case, detected, mutate, read_zip, write_zip  # noqa: E402
 
-from evidence.case import CASE_JSON, CaseReader, export_case, load_json  # noqa: E402
-from evidence.errors import CaseFileError, UsageError  # noqa: E402
+from evidence.case import export_case  # noqa: E402
+from ledger.errors import CaseFileError, UsageError  # noqa: E402
 from verify.case import verify_case  # noqa: E402
+from verify.casefile import CASE_JSON, CaseReader, load_json  # noqa: E402
 
 SAFE_PATH = re.compile(r"[a-z0-9._-]+(/[a-z0-9._-]+)?")
 
@@ -116,7 +117,7 @@ def test_attestations_show_who_captured_and_who_attested(home, tmp_path):
 
 
 def test_an_attestation_under_another_officers_name_fails(home, tmp_path):
-    from evidence.record import Draft
+    from ledger.record import Draft
 
     [ex] = build_case(home, tmp_path / "w", "C-ATT", exhibits=1)
     home.add_key("Wang Fang", "officer")
@@ -219,7 +220,7 @@ def test_export_fails_cleanly_when_an_artifact_was_altered_in_the_store(home, tm
     data = bytearray(blob.read_bytes())
     data[-1] ^= 1
     blob.write_bytes(bytes(data))
-    from evidence.errors import IntegrityError
+    from ledger.errors import IntegrityError
 
     with pytest.raises(IntegrityError, match="altered"):
         export_case(home, "C-1", tmp_path / "c.wacz")

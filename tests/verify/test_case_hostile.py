@@ -19,10 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from case_fixtures import build_case, read_zip, write_zip  # noqa: E402
 
-from evidence.case import CaseReader, export_case  # noqa: E402
-from evidence.errors import CaseFileError  # noqa: E402
+from evidence.case import export_case  # noqa: E402
+from ledger.errors import CaseFileError  # noqa: E402
 from ledger.log import Ledger  # noqa: E402
 from verify.case import verify_case  # noqa: E402
+from verify.casefile import CaseReader  # noqa: E402
 
 
 @pytest.fixture(scope="module")

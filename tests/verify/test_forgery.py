@@ -349,7 +349,7 @@ def test_export_to_an_existing_directory_appends_nothing(tmp_path):
 
 def test_a_failed_write_before_the_append_leaves_no_record_and_no_temp_file(tmp_path, monkeypatch):
     from evidence import case as casemod
-    from evidence.errors import EnvironmentProblem
+    from ledger.errors import EnvironmentProblem
 
     led = Ledger.init(tmp_path / "home", unencrypted=True, origin="test.example/log")
     build_case(led, tmp_path / "w", CASE, exhibits=1)

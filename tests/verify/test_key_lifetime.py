@@ -26,13 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from case_fixtures import build_case, read_zip, write_zip  # noqa: E402
 
 from evidence.case import export_case  # noqa: E402
-from evidence.config import Home, HomeConfig  # noqa: E402
-from evidence.keys import SigningKey  # noqa: E402
-from evidence.record import Draft  # noqa: E402
-from evidence.waczsign import load_or_create  # noqa: E402
 from ledger import Ledger, Store, Trust  # noqa: E402
 from ledger.checkpoint import Checkpoint  # noqa: E402
+from ledger.config import Home, HomeConfig  # noqa: E402
+from ledger.keys import SigningKey  # noqa: E402
 from ledger.note import parse_note, sign_note, vkey_for  # noqa: E402
+from ledger.record import Draft  # noqa: E402
+from ledger.waczsign import load_or_create  # noqa: E402
 from verify.case import verify_case  # noqa: E402
 from verify.ledger import audit_store  # noqa: E402
 

@@ -29,7 +29,7 @@ from case_fixtures import png_bytes, read_zip, write_zip  # noqa: E402
 from capture.network import Hop  # noqa: E402
 from capture.warc import PayloadRef, WarcFile  # noqa: E402
 from evidence.case import export_case  # noqa: E402
-from evidence.exhibit import ArtifactFile  # noqa: E402
+from ledger.exhibit import ArtifactFile  # noqa: E402
 from verify.case import verify_case  # noqa: E402
 from verify.warc import check_warc_bytes  # noqa: E402
 
@@ -234,7 +234,7 @@ def test_index_from_the_copy_pass_is_what_cdxj_indexer_writes(tmp_path, gz):
     from cdxj_indexer.main import CDXJIndexer
 
     from evidence.cdxj import write_index
-    from evidence.warcscan import WarcScan
+    from ledger.warcscan import WarcScan
 
     name = "1-page.warc.gz" if gz else "1-page.warc"
     path = tmp_path / name

@@ -35,9 +35,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from PIL import Image
 
 from capture.browser import find_chromium
-from evidence import waczsign
-from evidence.case import DATAPACKAGE, DATAPACKAGE_DIGEST, datapackage_digest
+from ledger import waczsign
 from verify.case import verify_case
+from verify.casefile import DATAPACKAGE, DATAPACKAGE_DIGEST, datapackage_digest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

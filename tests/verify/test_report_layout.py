@@ -69,7 +69,7 @@ def _png_uri() -> str:
 @pytest.fixture(scope="module")
 def case_report(tmp_path_factory):
     from evidence.case import export_case
-    from evidence.casefacts import set_case_info
+    from ledger.casefacts import set_case_info
     from ledger.log import Ledger
     from verify import verify_case
     from verify.report import render_html, write_report

@@ -68,7 +68,7 @@ def artifact_store_for(home_root: Path, configured: object = None) -> ArtifactSt
     elif "://" in where:
         raise StoreError(
             f"artifact store {where!r}: only a directory (or file:// path) is supported; "
-            "see BlobStore in evidence/artifacts.py to add another backend"
+            "see BlobStore in ledger/artifacts.py to add another backend"
         )
     path = Path(where).expanduser()
     if not path.is_absolute():

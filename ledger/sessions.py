@@ -1,6 +1,6 @@
 """Saved login sessions: a browser's storage state, encrypted at rest in the home.
 
-    from evidence.sessions import SessionStore, LoginSession
+    from ledger.sessions import SessionStore, LoginSession
     store = SessionStore.of_home(home_root)           # passphrase: EVIDENCE_KEY_PASSPHRASE
     store.save(LoginSession.new("shop-buyer", state, made_by="Li Wei", marker="我的订单"))
     s = store.load("shop-buyer")                      # s.storage_state goes to the browser
