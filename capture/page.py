@@ -68,15 +68,34 @@ class BatchResult:
         return not self.failures
 
 
+async def _drained(coro: Coroutine[Any, Any, T]) -> T:
+    """``coro``, then every task it left behind cancelled and its outcome collected.
+
+    An interrupted capture (SIGTERM, Ctrl-C) leaves handlers for dialogs,
+    downloads and DevTools events that fail once the browser is gone.
+    ``asyncio.run`` would print each such failure with a traceback at
+    shutdown; collected here, the user sees only the one-line error.
+    """
+    try:
+        return await coro
+    finally:
+        me = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        for t in rest:
+            t.cancel()
+        if rest:
+            await asyncio.gather(*rest, return_exceptions=True)
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return asyncio.run(_drained(coro))
     # Called from inside an event loop (a notebook, an async app): Playwright
     # needs a loop of its own, so run there in a worker thread.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+        return pool.submit(asyncio.run, _drained(coro)).result()
 
 
 def _check_case(case: str) -> str:
