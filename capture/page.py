@@ -80,10 +80,13 @@ async def _drained(coro: Coroutine[Any, Any, T]) -> T:
         return await coro
     finally:
         me = asyncio.current_task()
-        rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
-        for t in rest:
-            t.cancel()
-        if rest:
+        # A few rounds: an event arriving while tasks are cancelled can start another.
+        for _ in range(5):
+            rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            if not rest:
+                break
+            for t in rest:
+                t.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
 
 
