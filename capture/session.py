@@ -992,7 +992,10 @@ class _Capture:
                     # screenshots: look again, so both show the same state.
                     late += 1
                     self._drop_round(kept)
-                    self._scrolled_seq = -1
+                    if not self.scroll.get("cut"):
+                        # The scroll budget is the capture's, not the round's: a cut
+                        # (infinite) list is not scrolled further, only looked at again.
+                        self._scrolled_seq = -1
                     self.log("snapshot", "the page loaded more while it was being captured; snapshots taken again", round=late)
                     continue
                 return
