@@ -82,7 +82,7 @@ async def _drained(coro: Coroutine[Any, Any, T]) -> T:
         me = asyncio.current_task()
         # A few rounds: an event arriving while tasks are cancelled can start another.
         for _ in range(5):
-            rest = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            rest = [t for t in asyncio.all_tasks() if t is not me]  # the unfinished ones
             if not rest:
                 break
             for t in rest:

@@ -974,11 +974,9 @@ class _Capture:
 
     async def _snapshots(self, page: Any) -> None:
         """Screenshots, DOM, MHTML and facts, all of one document."""
-        late = 0
-        for attempt in range(MAX_SNAPSHOT_ROUNDS + MAX_LATE_ROUNDS + 1):
-            if attempt - late > MAX_SNAPSHOT_ROUNDS:
-                break
-            if attempt - late == MAX_SNAPSHOT_ROUNDS:
+        navigated = late = 0
+        while navigated <= MAX_SNAPSHOT_ROUNDS:
+            if navigated == MAX_SNAPSHOT_ROUNDS and self.frozen is None:
                 await self._freeze()
             await self._wait_for_document()
             if self.interaction is None and self._scrolled_seq != self.doc_seq:
@@ -999,7 +997,8 @@ class _Capture:
                     self.log("snapshot", "the page loaded more while it was being captured; snapshots taken again", round=late)
                     continue
                 return
-            self.log("snapshot", "the page navigated during the snapshots; they are taken again", round=attempt + 1)
+            navigated += 1
+            self.log("snapshot", "the page navigated during the snapshots; they are taken again", round=navigated)
         for what in ("viewport screenshot", "full-page screenshot", "rendered DOM", "MHTML snapshot"):
             self.snapshot_errors.setdefault(what, "the page did not stay on one document long enough")
 

@@ -25,22 +25,29 @@ def modules(package: str, root: Path = ROOT) -> list[Path]:
     return sorted(p for p in (root / package).rglob("*.py") if "migrations/versions" not in p.as_posix())
 
 
+def package_of(path: Path, root: Path = ROOT) -> tuple[str, ...]:
+    """The package a module file is in (a package's ``__init__`` is in itself)."""
+    return path.relative_to(root).with_suffix("").parts[:-1]
+
+
+def source(node: ast.ImportFrom, package: tuple[str, ...]) -> str:
+    """The absolute module a ``from ... import`` reads, relative levels resolved."""
+    if not node.level:
+        return node.module or ""
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ((node.module,) if node.module else ()))
+
+
 def imported(path: Path, root: Path = ROOT) -> list[tuple[int, str]]:
     """(line, absolute module) for every import in ``path``, relative ones resolved."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    here = path.relative_to(root).with_suffix("").parts
-    pkg_parts = here[:-1] if here[-1] != "__init__" else here[:-1]
+    package = package_of(path, root)
     out: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = pkg_parts[: len(pkg_parts) - (node.level - 1)]
-                name = ".".join(base + ((node.module,) if node.module else ()))
-            else:
-                name = node.module or ""
-            out.append((node.lineno, name))
+            out.append((node.lineno, source(node, package)))
     return out
 
 
@@ -80,17 +87,13 @@ def module_graph() -> dict[str, set[str]]:
     for path, mod in names.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         deps: set[str] = set()
-        pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+        package = package_of(path)
         for node in tree.body:  # module level only; TYPE_CHECKING blocks do not run
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)]
-                    b = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    b = node.module or ""
+                b = source(node, package)
                 targets = [b] + [f"{b}.{a.name}" for a in node.names]
             for t in targets:
                 # A submodule's own parent packages run first in any case; a cycle
