@@ -14,7 +14,12 @@ gets its own source process fed the same lavfi input. CPU is user+system of
 each recorder and its children (``os.wait4``); the figure is CPU seconds per
 minute of media (S seconds recorded). Printed, never asserted.
 
-    .venv/bin/python benchmarks/livestream_cpu.py [--seconds 40] [--modes hls,dash,flv]
+``--baseline DIR`` records with a fourth recorder, ``evidence livestream`` run
+from another tree (an older copy of this repository), at the same time on the
+same source: a before/after ratio from one run, on a machine whose load would
+make figures from two runs incomparable.
+
+    .venv/bin/python benchmarks/livestream_cpu.py [--seconds 40] [--modes hls,dash,flv] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -34,34 +39,65 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "capture"))
 sys.path.insert(0, str(ROOT / "examples" / "live-stream"))
 
-from _common import line  # noqa: E402
-from live_sources import FileServer, dash_source, flv_source, free_port, stop, wait_listening  # noqa: E402
+from _common import line, reap_cpu  # noqa: E402
+from live_sources import (  # noqa: E402
+    AUDIO,
+    VIDEO,
+    X264,
+    FileServer,
+    dash_source,
+    flv_source,
+    free_port,
+    stop,
+    wait_listening,
+)
 from serve import LiveServer  # noqa: E402
 
 from ledger.log import Ledger  # noqa: E402
 
 
-def _start(cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def _start(
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
 
 
-def record(urls: dict[str, str], seconds: int, tmp: Path) -> dict[str, float | None]:
-    """Start the three recorders at once; CPU seconds of each (None if it could not record)."""
+def _flv_again(port: int, seconds: int) -> subprocess.Popen[bytes]:
+    """``flv_source``'s ffmpeg, started again whenever its one client has gone."""
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", *VIDEO, "-re", *AUDIO,
+           "-t", str(seconds), *X264, "-c:a", "aac", "-b:a", "64k", "-f", "flv", "-listen", "1",
+           f"http://127.0.0.1:{port}/live.flv"]  # fmt: skip
+    return subprocess.Popen(
+        ["sh", "-c", 'while :; do "$@"; done', "sh", *cmd],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+
+
+def _ours(url: str, seconds: int, tmp: Path, tree: Path) -> subprocess.Popen[bytes]:
     home = tmp / f"home-{time.monotonic_ns()}"
     Ledger.init(home, unencrypted=True, origin="bench.example/live").close()
-    env = dict(os.environ, EVIDENCE_HOME=str(home), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, EVIDENCE_HOME=str(home), PYTHONPATH=str(tree))
+    return _start([sys.executable, "-m", "evidence.cli", "livestream", url, "--case", "BENCH",
+                   "--duration", str(seconds), "--window", "10"], env, cwd=tree)  # fmt: skip
+    # cwd too: ``python -m`` puts the working directory first on sys.path, before PYTHONPATH
+
+
+def record(urls: dict[str, str], seconds: int, tmp: Path, baseline: Path | None) -> dict[str, float | None]:
+    """Start the recorders at once; CPU seconds of each (None if it could not record)."""
     out = tmp / f"out-{time.monotonic_ns()}"
     out.mkdir()
     procs = {
-        "ours": _start([sys.executable, "-m", "evidence.cli", "livestream", urls["ours"], "--case", "BENCH",
-                        "--duration", str(seconds), "--window", "10"], env),
+        "ours": _ours(urls["ours"], seconds, tmp, ROOT),
         "ffmpeg -c copy": _start(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", urls["ffmpeg -c copy"], "-t", str(seconds),
                                   "-c", "copy", "-f", "mpegts", str(out / "ffmpeg.ts")]),
-        "yt-dlp": _start([sys.executable, "-m", "yt_dlp", "--quiet", "--no-part", "--no-progress", "-o", str(out / "ytdlp.%(ext)s"),
-                          urls["yt-dlp"]]),
+        # --retry-sleep: time for a restarted FLV source to listen (no effect on HLS and DASH)
+        "yt-dlp": _start([sys.executable, "-m", "yt_dlp", "--quiet", "--no-part", "--no-progress", "--retry-sleep", "1",
+                          "-o", str(out / "ytdlp.%(ext)s"), urls["yt-dlp"]]),
     }  # fmt: skip
+    if baseline is not None:
+        procs["baseline"] = _ours(urls["baseline"], seconds, tmp, baseline)
     time.sleep(seconds + 1)
     # yt-dlp records a live stream until it ends: Ctrl-C, as a user would
     try:
@@ -71,18 +107,7 @@ def record(urls: dict[str, str], seconds: int, tmp: Path) -> dict[str, float | N
     cpu: dict[str, float | None] = {}
     deadline = time.monotonic() + 60
     for name, p in procs.items():
-        # wait4, not poll(): the rusage of a child is only had when reaping it
-        while True:
-            pid, _, ru = os.wait4(p.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                os.killpg(p.pid, signal.SIGKILL)
-                _, _, ru = os.wait4(p.pid, 0)
-                break
-            time.sleep(0.2)
-        p.returncode = 0
-        cpu[name] = ru.ru_utime + ru.ru_stime
+        cpu[name] = reap_cpu(p, deadline)
     sizes = {f.name: f.stat().st_size for f in out.iterdir()}
     for name in ("ffmpeg -c copy", "yt-dlp"):
         if not any(n.startswith(name.split()[0].replace("-", "")) and s > 0 for n, s in sizes.items()):
@@ -94,7 +119,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=40)
     ap.add_argument("--modes", default="hls,dash,flv")
+    ap.add_argument("--baseline", type=Path, help="another tree's evidence livestream, recorded alongside")
     a = ap.parse_args()
+    names = ["ours", "ffmpeg -c copy", "yt-dlp"] + (["baseline"] if a.baseline else [])
     if shutil.which("ffmpeg") is None:
         sys.exit("ffmpeg is needed")
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-cpu-"))
@@ -109,24 +136,36 @@ def main() -> None:
             live = None
             if mode == "hls":
                 live = LiveServer(tmp / "hls", channels=("shop",), clip=False).start()
-                urls = {k: live.url("index") for k in ("ours", "ffmpeg -c copy", "yt-dlp")}
+                urls = {k: live.url("index") for k in names}
             elif mode == "dash":
                 procs.append(dash_source(tmp / "dash", seconds=a.seconds + 60))
                 server = FileServer(tmp).start()
-                urls = {k: server.base + "/dash/live.mpd" for k in ("ours", "ffmpeg -c copy", "yt-dlp")}
+                urls = {k: server.base + "/dash/live.mpd" for k in names}
             else:
                 urls = {}
-                for k in ("ours", "ffmpeg -c copy", "yt-dlp"):
+                for k in names:
                     port = free_port()
-                    procs.append(flv_source(port, seconds=a.seconds + 60))
+                    # yt-dlp's generic extractor opens the URL once to look at it, then again to
+                    # download: ffmpeg -listen 1 serves one client, so its source is restarted
+                    # after each one (a restarted source starts its media at 0 again)
+                    src = (
+                        _flv_again(port, a.seconds + 60)
+                        if k == "yt-dlp"
+                        else flv_source(port, seconds=a.seconds + 60)
+                    )
+                    procs.append(src)
                     urls[k] = f"http://127.0.0.1:{port}/live.flv"
                 for u in urls.values():
                     wait_listening(int(u.split(":")[2].split("/")[0]))
             try:
-                cpu = record(urls, a.seconds, tmp)
+                cpu = record(urls, a.seconds, tmp, a.baseline)
             finally:
                 for p in procs:
-                    stop(p)
+                    if p.args[0] == "sh":
+                        os.killpg(p.pid, signal.SIGTERM)  # the loop and the ffmpeg it runs
+                        p.wait()
+                    else:
+                        stop(p)
                 if server is not None:
                     server.stop()
                 if live is not None:
@@ -151,6 +190,8 @@ def main() -> None:
                 )
                 if name == "ours minus start-up" and c is not None and cpu.get("yt-dlp"):
                     ratio = f"/yt-dlp = {c / cpu['yt-dlp']:.2f}"
+                if name == "baseline" and cpu.get("yt-dlp"):
+                    ratio += f"; baseline/yt-dlp = {c / cpu['yt-dlp']:.2f}"
                 line(f"{mode}: {name}", c * per_min, "cpu-s/min", ratio)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

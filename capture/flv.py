@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 from .fetch import Fetcher
 from .frames import Sampler
 from .recorder import Parts, PartsRecorder, Recorder, get_when_live, seal_streamed, unlink
 
-#: chunks (up to 64 KiB each) the decoder may lag behind the download
+#: batches (``_Batch``: up to ~128 KiB or 0.2 s each) the decoder may lag behind the download
 MAX_QUEUED = 256
 #: after the download ends, the decoder gets this long to finish what is queued
 DRAIN_SECONDS = 30.0
+#: chunks of the download are handed to the window's part and the decoder together, up to this
+#: many bytes or this much time: an HTTP-FLV server sends a chunk per FLV tag (~1 KiB at
+#: 320x180), and per-chunk bookkeeping (window clock, queue, two writes) was ~1/4 of our CPU
+BATCH_BYTES = 64 * 1024
+BATCH_SECONDS = 0.2
 
 
 class _Feed:
@@ -67,6 +73,34 @@ class _Feed:
         return out
 
 
+class _Batch:
+    """The download's chunks, gathered and passed on to the part file and the decoder together.
+
+    ``flush`` must follow the download's end: every byte of the response body
+    reaches the parts (they put together are the body) and the decoder.
+    """
+
+    def __init__(self, rec: Recorder, parts: Parts, feed: _Feed):
+        self.rec, self.parts, self.feed = rec, parts, feed
+        self.buf = bytearray()
+        self.since = time.monotonic()
+
+    def chunk(self, data: bytes) -> bool:
+        self.buf += data
+        if len(self.buf) >= BATCH_BYTES or time.monotonic() - self.since >= BATCH_SECONDS:
+            return self.flush()
+        return not self.rec.stopping
+
+    def flush(self) -> bool:
+        self.since = time.monotonic()
+        if not self.buf:
+            return not self.rec.stopping
+        data = bytes(self.buf)
+        self.buf.clear()
+        self.feed.put(data)
+        return self.parts.write(data)
+
+
 def _decode(rec: Recorder, feed: _Feed, url: str) -> None:
     sampler = Sampler(int(rec.limits.frame_interval * 1000))
     cap = rec.limits.max_frames
@@ -99,14 +133,11 @@ def run_flv(rec: Recorder, fetcher: Fetcher, url: str) -> None:
     feed = _Feed()
     decoder = threading.Thread(target=_decode, args=(rec, feed, url), name="flv-decode", daemon=True)
     decoder.start()
-
-    def chunk(data: bytes) -> bool:
-        feed.put(data)
-        return parts.write(data)
-
+    batch = _Batch(rec, parts, feed)
     try:
-        hops = get_when_live(rec, fetcher, url, chunk)
+        hops = get_when_live(rec, fetcher, url, batch.chunk)
     finally:
+        batch.flush()  # the last bytes, into the open window's part and to the decoder
         feed.close()
         decoder.join(DRAIN_SECONDS)
     if hops is None:

@@ -28,7 +28,10 @@ from ledger.errors import EnvironmentProblem
 THUMB_WIDTH = 96
 #: a thumbnail pixel may differ by this many gray levels (of 255) and still count as the same
 SAME_THRESHOLD = 10
-PNG_LEVEL = 3  # zlib level: 6 (Pillow's default) costs ~2x the CPU for ~10% smaller files
+#: zlib level of stored frames (still lossless). Measured on one core: at 1280x720, level 1 takes
+#: ~0.7x the CPU of level 3 for ~1.1x the bytes on a busy picture (about the same on a test card);
+#: at 320x180 the two cost the same. Pillow's default 6 costs ~2x level 3 for ~10 % smaller files.
+PNG_LEVEL = 1
 
 
 class _HashingFile:
@@ -51,7 +54,8 @@ class WrittenFrame:
     path: Path
     sha256: str
     size: int
-    thumb: bytes
+    #: the dedupe thumbnail, where it was made anyway (``png_file``); the recorder makes its own
+    thumb: bytes | None = None
 
 
 def thumbnail(image: Any) -> bytes:
@@ -72,7 +76,7 @@ def write_png(image: Any, path: Path) -> WrittenFrame:
     with open(path, "wb") as f:
         hf = _HashingFile(f)
         image.save(hf, "PNG", compress_level=PNG_LEVEL)
-    return WrittenFrame(path, hf.h.hexdigest(), hf.size, thumbnail(image))
+    return WrittenFrame(path, hf.h.hexdigest(), hf.size)
 
 
 def png_file(path: Path) -> WrittenFrame:
@@ -93,16 +97,68 @@ class Decoded:
     time_ms: int
 
 
+#: a group of pictures buffered beyond this many bytes is decoded as it comes (no keyframes
+#: flagged, or a very long GOP): memory stays bounded, only the saving is lost for that GOP
+MAX_GOP_BYTES = 32 << 20
+
+
+#: a GOP with more kept frames than this (a short --frame-interval) is decoded whole, frames
+#: yielded as they come, rather than held until the GOP is checked
+MAX_KEPT_PER_GOP = 8
+
+
+class _Mismatch(Exception):
+    """The decoder did not give the frames the packets announced: that GOP is decoded whole instead."""
+
+
 class Sampler:
-    """Decode segments in order and yield one frame per ``interval_ms`` of media time."""
+    """Decode segments in order and yield one frame per ``interval_ms`` of media time.
+
+    The rule (``_pick``) is applied to every frame's PTS in presentation order,
+    exactly as if every frame were decoded; but the PTS are known from the
+    packets before any decoding, so a group of pictures (keyframe to the next
+    keyframe) is buffered as packets, the rule is run on its PTS, and only
+    the packets up to the last kept frame (decode order) are decoded; then
+    the decoder is drained and reset for the next GOP. With one frame a second
+    and a keyframe a second, that is one decoded frame in ten at 10 fps.
+
+    Exactness: a kept frame depends only on packets before it in decode order,
+    all of which are sent. Where the packets cannot tell (no PTS, the decoder
+    yields other PTS than announced or drops a kept frame, e.g. a segment that
+    does not start on a keyframe) that GOP is decoded whole with the rule
+    applied to what the decoder gives, as before. An open GOP (frames after
+    the keyframe that show before it, referring to the GOP before) cannot be
+    cut from its predecessor: from the first one seen, the container is decoded
+    continuously, every frame, the GOP before it re-fed to the decoder first.
+    """
 
     def __init__(self, interval_ms: int):
-        try:
-            import av  # noqa: F401
+        try:  # PyAV is optional (only stream capture needs it): imported where it is used
+            from av.video.reformatter import VideoReformatter
         except ImportError as e:
             raise EnvironmentProblem("decoding stream frames needs PyAV: pip install av") from e
         self.interval_ms = max(1, interval_ms)
         self.next_ms: int | None = None
+        #: frames the decoder produced, and packets it was given (what the sampling cost)
+        self.decoded = 0
+        self.sent = 0
+        self._open = False  # an open GOP was seen in this container: every packet is decoded
+        # One converter for every frame: VideoFrame.to_image() sets up a new swscale context
+        # each call, ~6x the CPU at 320x180 for the same RGB bytes (measured, PyAV 18).
+        self._rgb = VideoReformatter()
+        self._skip: set[int] = set()  # PTS of frames re-decoded only as references (already sampled)
+
+    def _pick(self, t: int) -> bool:
+        """Is the frame at media time ``t`` (ms) kept? Advances the media clock if so."""
+        if self.next_ms is not None and t < self.next_ms - 2 * self.interval_ms:
+            self.next_ms = None  # timestamps went back: a discontinuity or a restarted encoder
+        if self.next_ms is None:
+            self.next_ms = t
+        if t < self.next_ms:
+            return False
+        while self.next_ms <= t:
+            self.next_ms += self.interval_ms
+        return True
 
     def frames(self, source: Path | BinaryIO) -> Iterator[Decoded]:
         import av
@@ -112,21 +168,135 @@ class Sampler:
             if not container.streams.video:
                 return
             stream = container.streams.video[0]
-            for frame in container.decode(stream):
-                if frame.pts is None or frame.time_base is None:
-                    continue
-                t = int(frame.pts * frame.time_base * 1000)
-                if self.next_ms is not None and t < self.next_ms - 2 * self.interval_ms:
-                    self.next_ms = None  # timestamps went back: a discontinuity or a restarted encoder
-                if self.next_ms is None:
-                    self.next_ms = t
-                if t < self.next_ms:
-                    continue
-                while self.next_ms <= t:
-                    self.next_ms += self.interval_ms
-                yield Decoded(frame.to_image(), int(frame.pts), _tb(frame.time_base), t)
+            self._open, self._skip = False, set()
+            gop: list[Any] = []
+            size = 0
+            prev: list[Any] = []  # the GOP before, for an open GOP's leading frames
+            continuous = False  # decoding every packet as it comes (open GOP, or a GOP too long)
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue  # the demuxer's end-of-stream packet: the decoder is drained below
+                if continuous:
+                    if packet.is_keyframe and not self._open:
+                        # a GOP too long to buffer ended: back to sampling by packets
+                        yield from self._drain(stream)
+                        continuous = False
+                    else:
+                        yield from self._send(stream, packet)
+                        continue
+                if packet.is_keyframe and gop:
+                    yield from self._gop(stream, gop)
+                    prev, gop, size = gop, [], 0
+                gop.append(packet)
+                size += packet.size
+                if len(gop) > 1 and packet.pts is not None and gop[0].is_keyframe and gop[0].pts is not None:
+                    if packet.pts < gop[0].pts:
+                        # Open GOP: its leading frames need the GOP before in the decoder.
+                        self._open = True
+                        self._skip = {p.pts for p in prev}
+                        stream.codec_context.flush_buffers()
+                        for p in [*prev, *gop]:
+                            yield from self._send(stream, p)
+                        gop, size, continuous = [], 0, True
+                        continue
+                if size > MAX_GOP_BYTES:
+                    for p in gop:
+                        yield from self._send(stream, p)
+                    gop, size, continuous = [], 0, True
+            if continuous:
+                yield from self._drain(stream)
+            elif gop:
+                yield from self._gop(stream, gop)
         finally:
+            self._open, self._skip = False, set()
             container.close()
+
+    def _image(self, frame: Any) -> Any:
+        return self._rgb.reformat(frame, format="rgb24").to_image()
+
+    def _decoded(self, frame: Any, tb: Fraction | None) -> Decoded | None:
+        """The rule applied to one decoded frame (every-frame decoding)."""
+        self.decoded += 1
+        if frame.pts is None or tb is None or frame.pts in self._skip:
+            return None
+        t = int(frame.pts * tb * 1000)
+        if not self._pick(t):
+            return None
+        return Decoded(self._image(frame), int(frame.pts), _tb(tb), t)
+
+    def _send(self, stream: Any, packet: Any) -> Iterator[Decoded]:
+        self.sent += 1
+        for frame in stream.decode(packet):
+            d = self._decoded(frame, frame.time_base)
+            if d is not None:
+                yield d
+
+    def _drain(self, stream: Any) -> Iterator[Decoded]:
+        # Frames drained with decode(None) carry no time base (no packet brought one): the stream's.
+        for frame in stream.decode(None):
+            d = self._decoded(frame, frame.time_base or stream.time_base)
+            if d is not None:
+                yield d
+        stream.codec_context.flush_buffers()
+
+    def _gop(self, stream: Any, gop: list[Any]) -> Iterator[Decoded]:
+        """One buffered GOP: the rule on its packets' PTS, then only the packets it needs decoded."""
+        tb = gop[0].time_base
+        if tb is None or any(p.pts is None or p.time_base != tb for p in gop):
+            yield from self._whole(stream, gop)
+            return
+        saved = self.next_ms
+        keep: set[int] = set()
+        for pts in sorted(p.pts for p in gop):
+            if self._pick(int(pts * tb * 1000)):
+                keep.add(pts)
+        if not keep:
+            return  # nothing of this GOP is sampled: not one packet decoded
+        if len(keep) > MAX_KEPT_PER_GOP:
+            # Kept frames are held until the GOP is checked; this many would be a lot of memory
+            # (1080p RGB is 6 MB a frame) and most of the GOP is decoded for them anyway.
+            self.next_ms = saved
+            yield from self._whole(stream, gop)
+            return
+        last = max(i for i, p in enumerate(gop) if p.pts in keep)
+        try:
+            out = self._decode_kept(stream, gop[: last + 1], keep, tb)
+        except _Mismatch:
+            self.next_ms = saved
+            yield from self._whole(stream, gop)
+            return
+        yield from out
+
+    def _decode_kept(self, stream: Any, packets: list[Any], keep: set[int], tb: Fraction) -> list[Decoded]:
+        # Only the kept frames are held (as images): a GOP of decoded frames would be
+        # hundreds of MB at 1080p; the others are only checked against the packets.
+        announced = {p.pts for p in packets}
+        got: dict[int, Any] = {}
+
+        def take(frames: Any) -> None:
+            for f in frames:
+                self.decoded += 1
+                if f.pts is None or f.pts not in announced or (f.time_base or stream.time_base) != tb:
+                    raise _Mismatch
+                if f.pts in keep and f.pts not in got:
+                    got[f.pts] = self._image(f)
+
+        try:
+            for p in packets:
+                self.sent += 1
+                take(stream.decode(p))
+            take(stream.decode(None))
+        finally:
+            stream.codec_context.flush_buffers()
+        if len(got) != len(keep):
+            raise _Mismatch  # a kept frame did not come out (dropped, or PTS not as the packets said)
+        return [Decoded(got[pts], int(pts), _tb(tb), int(pts * tb * 1000)) for pts in sorted(got)]
+
+    def _whole(self, stream: Any, gop: list[Any]) -> Iterator[Decoded]:
+        """Every packet of the GOP decoded, the rule on each frame the decoder gives (no shortcut)."""
+        for p in gop:
+            yield from self._send(stream, p)
+        yield from self._drain(stream)
 
 
 def _tb(tb: Fraction) -> str:
