@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import shutil
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from ledger.errors import EnvironmentProblem
 from ledger.exhibit import Exhibit
 
+from . import xvfb
 from .browser import Browser
 from .options import CaptureOptions, check_url
 from .page import _check_case, _open_ledger, _run, latest_anchor, workdir
@@ -43,9 +43,6 @@ from .session import Interaction, PageCapture, capture_into
 
 if TYPE_CHECKING:
     from ledger.log import AtCapture
-
-XVFB_START_TIMEOUT = 15.0
-
 
 class VirtualDisplay:
     """A private Xvfb server for a headed browser on a machine without a display.
@@ -60,50 +57,16 @@ class VirtualDisplay:
         self.display: str | None = None
 
     def __enter__(self) -> str:
-        xvfb = shutil.which("Xvfb")
-        if xvfb is None:
+        if shutil.which("Xvfb") is None:
             raise EnvironmentProblem(
                 "an interactive capture needs a display: set DISPLAY, or install Xvfb (apt-get install xvfb)"
             )
-        r, w = os.pipe()
-        try:
-            self.proc = subprocess.Popen(
-                [xvfb, "-displayfd", str(w), "-screen", "0", self.size, "-nolisten", "tcp", "-noreset"],
-                pass_fds=(w,),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        except OSError as e:
-            os.close(r)
-            os.close(w)
-            raise EnvironmentProblem(f"cannot start Xvfb: {e.strerror or e}") from e
-        os.close(w)
-        try:
-            number = b""
-            while not number.endswith(b"\n"):
-                ready, _, _ = select.select([r], [], [], XVFB_START_TIMEOUT)
-                chunk = os.read(r, 16) if ready else b""
-                if not chunk:
-                    break
-                number += chunk
-        finally:
-            os.close(r)
-        if not number.strip().isdigit():
-            self.__exit__(None, None, None)
-            raise EnvironmentProblem(f"Xvfb did not start within {XVFB_START_TIMEOUT:g} s")
-        self.display = f":{number.strip().decode()}"
+        self.proc, self.display = xvfb.start_xvfb(self.size, extra=("-noreset",))
         return self.display
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        xvfb.end(self.proc)
+        self.proc = None
 
 
 def until_event(event: threading.Event, poll: float = 0.1) -> Interaction:

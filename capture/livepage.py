@@ -2,7 +2,10 @@
 
 Chromium is launched by ``capture.browser`` with one more flag,
 ``--autoplay-policy=no-user-gesture-required``, so a player starts without a
-click. Every response the page receives is archived from a CDP session's
+click. Unless the screen recording is off (``Recorder.screen_record``), the
+browser runs headed and fullscreen on a private display whose picture and
+sound are recorded as one continuous video, a part per window
+(``screenrec.py``). Every response the page receives is archived from a CDP session's
 Network events (status, headers as Chromium reports them, the body from
 ``Network.getResponseBody`` once loading finished); media segments among
 them are also decoded into frames. At each interval
@@ -24,6 +27,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import shutil
 import signal
 import threading
@@ -36,6 +40,7 @@ from .browser import FLAGS, Browser
 from .fetch import Exchange
 from .frames import FRAGMENT_START, Sampler, is_init_section, joined, mp4_boxes
 from .recorder import Recorder, decode_into, environment_file
+from .screenrec import ScreenRecording
 from .warc import _split_header_map
 
 PAGE_BODY_LIMIT = 32 * 1024 * 1024
@@ -62,7 +67,14 @@ class LiveBrowser(Browser):
     The driver is started with SIGINT ignored (inherited across exec) and
     told not to handle signals for the browser, so only we see it and the
     capture ends the way it ends on a bound.
+
+    ``screen``: the environment of a private display and sound server
+    (``ScreenRecording.env``); the browser then runs headed there, sound on.
     """
+
+    def __init__(self, screen: dict[str, str] | None = None):
+        super().__init__(headless=screen is None, display=(screen or {}).get("DISPLAY"))
+        self.screen = screen
 
     async def __aenter__(self) -> LiveBrowser:
         if threading.current_thread() is not threading.main_thread():
@@ -76,10 +88,21 @@ class LiveBrowser(Browser):
         return self
 
     async def _launch(self, sandbox: bool) -> Any:
+        args = [*FLAGS, "--autoplay-policy=no-user-gesture-required"]
+        env = None
+        if self.screen is not None:
+            w, h = VIEWPORT["width"], VIEWPORT["height"]
+            # --kiosk: no "press Esc to exit full screen" bubble over the page once it goes fullscreen
+            args += ["--window-position=0,0", f"--window-size={w},{h}", "--kiosk"]
+            # X11 on our display, never a Wayland compositor the user happens to run.
+            env = {**{k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}, **self.screen}
         return await self._pw.chromium.launch(
             executable_path=str(self.executable),
-            args=[*FLAGS, "--autoplay-policy=no-user-gesture-required"],
-            headless=True,
+            args=args,
+            headless=self.screen is None,
+            # Headless is muted (nothing to hear); the recorded one must play its sound.
+            ignore_default_args=["--mute-audio"] if self.screen is not None else None,
+            env=env,
             chromium_sandbox=sandbox,
             proxy={"server": self.proxy} if self.proxy else None,
             # The driver would close the browser on these signals before we seal the open window.
@@ -90,7 +113,8 @@ class LiveBrowser(Browser):
 
 
 def run_page(rec: Recorder) -> None:
-    asyncio.run(_Page(rec).run())
+    with ScreenRecording(rec, VIEWPORT["width"], VIEWPORT["height"]) as screen:
+        asyncio.run(_Page(rec, screen).run())
 
 
 def _header(headers: dict[str, str], name: str) -> str | None:
@@ -107,8 +131,9 @@ def _is_segment(url: str, content_type: str) -> bool:
 
 
 class _Page:
-    def __init__(self, rec: Recorder):
+    def __init__(self, rec: Recorder, screen: ScreenRecording):
         self.rec = rec
+        self.screen = screen
         self.tmp = rec.workdir.parent / "page-bodies"
         self.tmp.mkdir(exist_ok=True)
         self.n = 0
@@ -123,7 +148,7 @@ class _Page:
 
     async def run(self) -> None:
         rec = self.rec
-        async with LiveBrowser() as b:
+        async with LiveBrowser(self.screen.env) as b:
             environment_file(rec, b.facts.to_json() if b.facts else {})
             # A saved login goes in as a copy: cookies the room sets stay in this context, never saved back.
             state = {"storage_state": json.loads(json.dumps(rec.login.storage_state))} if rec.login is not None else {}
@@ -135,6 +160,8 @@ class _Page:
                 self.cdp.on("Network.responseReceived", self._on_response)
                 self.cdp.on("Network.loadingFinished", self._on_finished)
                 self.cdp.on("Network.loadingFailed", self._on_failed)
+                if self.screen.env is not None:
+                    await self._fullscreen()
                 # Bodies stay in Chromium's buffer until we ask for them.
                 await self.cdp.send(
                     "Network.enable",
@@ -150,7 +177,21 @@ class _Page:
                     # Responses still being read belong to the capture: give them a moment.
                     await asyncio.wait(self.pending, timeout=5)
             finally:
+                # The recording ends on the page as it was, before its window closes.
+                await asyncio.to_thread(self.screen.stop)
                 await ctx.close()
+
+    async def _fullscreen(self) -> None:
+        # The display is the viewport's size: fullscreen, the page fills it (no tabs, no address bar).
+        try:
+            win = await self.cdp.send("Browser.getWindowForTarget")
+            await self.cdp.send(
+                "Browser.setWindowBounds", {"windowId": win["windowId"], "bounds": {"windowState": "fullscreen"}}
+            )
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            why = f"the browser window is not fullscreen ({first}): the recording shows its frame"
+            self.rec.log("screen", why, level="warning")
 
     async def _watch(self, page: Any) -> None:
         rec = self.rec

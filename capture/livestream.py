@@ -589,6 +589,7 @@ def capture_livestream(
     mode: str = "auto",
     wait_live: float | None = None,
     login: Any = None,
+    screen_record: bool = True,
 ) -> LivestreamSession:
     """Record ``url`` for ``duration`` seconds into rolling sealed windows of ``case``.
 
@@ -600,6 +601,7 @@ def capture_livestream(
     once recording has started, problems end the capture cleanly and are in
     the windows' logs and ``end_reason``. ``login``: a saved session
     (``ledger.sessions.LoginSession``) the page-mode browser starts from.
+    ``screen_record=False``: page mode records no screen video (``screenrec.py``).
     """
     limits = Limits(duration, max_bytes, max_frames, frame_interval, window)
     _check_login(login, mode)
@@ -613,7 +615,8 @@ def capture_livestream(
     try:
         with tempfile.TemporaryDirectory(prefix="evidence-live-") as tmp:
             job = _Job(
-                url, kind, Path(tmp), ledger, case, limits, dedupe, operator, note, progress, wait_live, login
+                url, kind, Path(tmp), ledger, case, limits, dedupe, operator, note, progress, wait_live, login,
+                screen_record,
             )
             with _signals(job.signalled, job.stopping):
                 return job.run()
@@ -720,6 +723,7 @@ def capture_rooms(
             room_progress,
             wait_live,
             kw.get("login"),
+            kw.get("screen_record", True),
         )
         job.tmp.mkdir()
         jobs.append(job)
@@ -763,9 +767,11 @@ class _Job:
         progress: Progress | None,
         wait_live: float | None,
         login: Any = None,
+        screen_record: bool = True,
     ):
         self.url, self.kind, self.tmp, self.ledger, self.case = url, kind, tmp, ledger, case
         self.login = login
+        self.screen_record = screen_record
         self.limits, self.dedupe, self.operator, self.note, self.progress = (
             limits,
             dedupe,
@@ -830,6 +836,7 @@ class _Job:
             progress=self.progress,
         )
         self.rec = rec
+        rec.screen_record = self.screen_record
         if self.login is not None:
             rec.login = self.login
             rec.facts["session"] = self.login.facts()

@@ -196,6 +196,10 @@ class Recorder:
         self.wait_live_until: float | None = None
         #: saved login (``ledger.sessions.LoginSession``) the page-mode browser starts from
         self.login: Any = None
+        #: page mode records the screen (``screenrec.py``) unless this is False (--no-screen-record)
+        self.screen_record = True
+        #: called with each window just before it is sealed, under the lock (a screen-recording part joins it)
+        self.before_seal: list[Callable[[_Window], None]] = []
         self._last_report = 0.0
         self.window = self._open(0)
 
@@ -266,6 +270,8 @@ class Recorder:
         self.window = self._open(w.n + 1)
 
     def _seal(self, w: _Window) -> None:
+        for hook in self.before_seal:
+            hook(w)
         ended = now_utc()
         if w.empty:
             w.warc.close()

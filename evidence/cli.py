@@ -545,6 +545,7 @@ def livestream(
     operator: str | None = typer.Option(None, "--operator", help="Who captures (recorded in every window)."),
     note: str | None = typer.Option(None, "--note", help="Free text recorded with every window."),
     session: str | None = typer.Option(None, "--session", help="Saved login (`evidence session`) the page-mode browser or the resolver starts from (with --mode page or resolve)."),
+    no_screen_record: bool = typer.Option(False, "--no-screen-record", help="Page mode: no screen video (录屏) of the viewport and its sound."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Record a live stream (or several rooms with --urls) into sealed windows of evidence; Ctrl-C ends it cleanly."""
@@ -557,6 +558,7 @@ def livestream(
     common = dict(
         case=case, duration=duration, frame_interval=frame_interval, window=window, max_bytes=max_bytes,
         max_frames=max_frames, dedupe=dedupe, operator=operator, note=note, mode=mode, wait_live=wait_live,
+        screen_record=not no_screen_record,
     )  # fmt: skip
     if urls is not None:
         rooms = read_rooms(urls)

@@ -83,6 +83,7 @@ ROLE_NAMES = {
     "certificates": ("服务器证书", "server certificates"),
     "download": ("下载文件", "downloaded file"),
     "frame-dom": ("框架页面源码", "DOM of a frame"),
+    "screen-recording": ("直播间录屏", "screen recording of the live room"),
 }
 
 STEP_NAMES = {
