@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +31,10 @@ import pytest
 from capture import capture_livestream
 from capture.recorder import Limits, Recorder
 from capture.screenrec import ScreenRecording
+from evidence.case import export_case
 from ledger.log import Ledger
+from verify.case import verify_case
+from verify.ledger import audit_store
 
 sys.path.insert(0, str(Path(__file__).parent))
 from live_sources import FileServer, env_for  # noqa: E402
@@ -225,6 +229,15 @@ def test_screen_recording_in_parts_with_sound_and_its_controls(tmp_path, room):
     env = json.loads(_artifact(led, manifest(led, s.windows[0]), "environment"))
     assert env["browser"]["headless"] is False
     assert session["frames"], "screenshots are still taken beside the video"
+    res = audit_store(led.store, led.config.trusted_vkeys)
+    assert res.ok, res.problems
+    # The parts travel in the case file and verify like any artifact.
+    export_case(led, CASE, out / "tone.wacz")
+    with zipfile.ZipFile(out / "tone.wacz") as zf:
+        shipped = [n for n in zf.namelist() if n.endswith(".mp4") and "screenrec-" in n]
+    assert len(shipped) == len(parts)
+    checked = verify_case(out / "tone.wacz", trust=led.config.trusted_vkeys)
+    assert checked.ok and checked.trusted, checked.first_failure
     led.close()
 
     # control: the same page, muted: the track is there and silent, so the loudness check can fail
