@@ -29,6 +29,11 @@ DRAIN_SECONDS = 30.0
 #: 320x180), and per-chunk bookkeeping (window clock, queue, two writes) was ~1/4 of our CPU
 BATCH_BYTES = 64 * 1024
 BATCH_SECONDS = 0.2
+#: ``Fetcher.pace`` of the download: an idle socket is read again only after this long, so one
+#: wakeup takes ~6 FLV tags at 320x180 instead of one (measured on the download thread alone,
+#: 20 s of the test source: 0.18 s of CPU unpaced, 0.15 s at 0.05 s, 0.07 s at 0.1 s). TCP keeps
+#: what arrives meanwhile; the bytes and their order are the same.
+PACE_SECONDS = 0.1
 
 
 class _Feed:
@@ -134,6 +139,7 @@ def run_flv(rec: Recorder, fetcher: Fetcher, url: str) -> None:
     decoder = threading.Thread(target=_decode, args=(rec, feed, url), name="flv-decode", daemon=True)
     decoder.start()
     batch = _Batch(rec, parts, feed)
+    fetcher.pace = PACE_SECONDS
     try:
         hops = get_when_live(rec, fetcher, url, batch.chunk)
     finally:

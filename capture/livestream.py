@@ -71,7 +71,10 @@ from .recorder import (
 if TYPE_CHECKING:
     from .resolve import Resolution
 
-__all__ = ["LivestreamSession", "Limits", "RoomsResult", "capture_livestream", "capture_rooms", "stream_kind"]
+__all__ = [
+    "LiveJob", "LivestreamSession", "Limits", "MODES", "RoomsResult", "capture_livestream", "capture_rooms",
+    "check_request", "stream_kind",
+]
 
 MODES = ("auto", "hls", "dash", "progressive", "page", "flv", "resolve")
 MEDIA_EXT = (".mp4", ".m4v", ".webm", ".mkv", ".mov", ".ogv", ".ts")
@@ -551,9 +554,10 @@ def _check_login(login: Any, mode: str) -> None:
         )
 
 
-def _check(
+def check_request(
     url: str, case: Any, limits: Limits, mode: str, wait_live: float | None, login: Any = None
 ) -> tuple[str, str, str]:
+    """Check a livestream request before anything is recorded: (url, case, kind) or UsageError."""
     url = check_url(url)
     if not isinstance(case, str) or not case.strip():
         raise UsageError("a livestream capture needs a case id (--case)")
@@ -605,7 +609,7 @@ def capture_livestream(
     """
     limits = Limits(duration, max_bytes, max_frames, frame_interval, window)
     _check_login(login, mode)
-    url, case, kind = _check(url, case, limits, mode, wait_live, login)
+    url, case, kind = check_request(url, case, limits, mode, wait_live, login)
     Sampler(1)  # PyAV missing: say so before anything is recorded
     owned = ledger is None
     if ledger is None:
@@ -614,7 +618,7 @@ def capture_livestream(
         ledger = Ledger.open(home)
     try:
         with tempfile.TemporaryDirectory(prefix="evidence-live-") as tmp:
-            job = _Job(
+            job = LiveJob(
                 url, kind, Path(tmp), ledger, case, limits, dedupe, operator, note, progress, wait_live, login,
                 screen_record,
             )
@@ -682,7 +686,7 @@ def capture_rooms(
     checked = []
     for n, u in enumerate(urls, 1):
         try:
-            checked.append(_check(u, case, limits, mode, wait_live, kw.get("login")))
+            checked.append(check_request(u, case, limits, mode, wait_live, kw.get("login")))
         except UsageError as e:
             raise UsageError(f"room {n}: {e}") from None
     if concurrency is None:
@@ -695,7 +699,7 @@ def capture_rooms(
         from ledger.log import Ledger
 
         ledger = Ledger.open(home)
-    jobs: list[_Job] = []
+    jobs: list[LiveJob] = []
     stop = threading.Event()
     sessions: dict[int, LivestreamSession] = {}
     failed: list[tuple[int, str, str]] = []
@@ -710,7 +714,7 @@ def capture_rooms(
             failed.append((n, url, "not started: the capture was interrupted"))
             return
         room_progress = None if progress is None else (lambda e: progress({**e, "room": n}))
-        job = _Job(
+        job = LiveJob(
             url,
             kind,
             tmp / f"room-{n}",
@@ -750,8 +754,12 @@ def capture_rooms(
     return RoomsResult([sessions[n] for n in sorted(sessions)], [(u, e) for _, u, e in sorted(failed)])
 
 
-class _Job:
-    """One capture from its first request to its end record."""
+class LiveJob:
+    """One capture from its first request to its end record.
+
+    Public for faces that run a capture in a thread and stop it from another
+    (the web app): ``signalled(name)`` ends it as Ctrl-C does.
+    """
 
     def __init__(
         self,

@@ -133,6 +133,11 @@ def preflight(led: Any) -> None:
     root = getattr(led.artifacts, "root", None)
     if isinstance(root, Path) and not os.access(root, os.W_OK | os.X_OK):
         raise StoreError(f"cannot write to artifact store {root}: permission denied")
+    # An object store is reached over the network: a dead endpoint or a missing
+    # bucket is found before the page is loaded, not at the first upload.
+    connect = getattr(led.artifacts, "connect", None)
+    if callable(connect):
+        connect()
 
 
 def sweep_workdirs(base: Path | None = None) -> int:

@@ -20,6 +20,8 @@ import typer
 from ledger.display import shown, text
 from ledger.errors import UsageError
 
+from . import cli_fleet as _cli_fleet
+
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 _cli: Any = None  # the running evidence.cli module (set by register)
 
@@ -154,6 +156,8 @@ def enqueue(
     session: str | None = typer.Option(None, "--session", help="Saved login the worker's browser starts from (the job names it; the worker's home holds it)."),
     device: str | None = typer.Option(None, "--device", help="Device to emulate (see `evidence devices`)."),
     expect: list[str] = typer.Option([], "--expect", help="Text the page must show, else the job fails unsealed (repeat)."),
+    engine: str = typer.Option("db", "--engine", help="db: the ledger database's queue; celery: the broker at EVIDENCE_BROKER_URL."),
+    queue: str | None = typer.Option(None, "--queue", help="Named broker queue (--engine celery; default: evidence)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Queue pages for capture by `evidence worker` processes (on any machine sharing the ledger)."""
@@ -177,6 +181,11 @@ def enqueue(
             opts[k] = v
     if expect:
         opts["expect"] = tuple(expect)
+    if _cli_fleet.engine_of(engine) == "celery":
+        _cli_fleet.enqueue(_cli, todo, case=case, operator=operator, note=note, queue=queue, options=opts, as_json=as_json)
+        return
+    if queue is not None:
+        raise UsageError("--queue names a broker queue: it needs --engine celery")
     led = _open()
     try:
         ids = enqueue_urls(led, todo, case=case, operator=operator, note=note, max_attempts=max_attempts, **opts)
@@ -195,11 +204,19 @@ def worker(
     poll: float = typer.Option(2.0, "--poll", help="Seconds between looks at an empty queue."),
     lease: float = typer.Option(600.0, "--lease", help="Seconds a claim holds without renewal; a dead worker's job is retaken after it."),
     name: str | None = typer.Option(None, "--name", help="Worker name in the queue (default HOST:PID:KEYID)."),
+    engine: str = typer.Option("db", "--engine", help="db: the ledger database's queue; celery: a Celery worker on EVIDENCE_BROKER_URL."),
+    queues: str | None = typer.Option(None, "--queues", help="Broker queues to serve, comma-separated (--engine celery; default: evidence)."),
+    concurrency: int = typer.Option(1, "--concurrency", help="Worker processes (--engine celery)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Capture queued pages and seal them, signed with this worker's key; Ctrl-C stops after the current job."""
     from capture.worker import run_worker
 
+    if _cli_fleet.engine_of(engine) == "celery":
+        _cli_fleet.worker(_cli, queues=queues, concurrency=concurrency, signer=signer)
+        return
+    if queues is not None:
+        raise UsageError("--queues names broker queues: it needs --engine celery")
     led = _open()
     stop = threading.Event()
     try:

@@ -32,18 +32,6 @@ def register(cli_module: Any) -> None:
     cli_module.app.add_typer(watch_app, name="watch")
 
 
-def _fields(items: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for it in items:
-        name, eq, css = it.partition("=")
-        if not eq:
-            raise UsageError(f"--field must be NAME=CSS, not {it!r}")
-        if name.strip() in out:
-            raise UsageError(f"--field {name.strip()!r} is given twice")
-        out[name.strip()] = css.strip()
-    return out
-
-
 def _when(t: float | None) -> str:
     if t is None:
         return ""
@@ -66,23 +54,17 @@ def watch_add(
     as_json: bool = JsonOpt,
 ) -> None:
     """Add a watch; its first probe is due now."""
-    from ledger.watches import WatchStore
+    from .app import watches
 
-    from .watch import WatchSpec, add_watches, check_specs
-
-    spec = WatchSpec.build(url, case, every, fields=_fields(field), keywords=keyword, price_field=price_field,
-                           price_below=price_below, removed_markers=removed_marker, webhook=webhook,
-                           session=session, device=device)
+    fields = watches.parse_fields(field)  # a bad --field is said before the home is opened
     led = _cli._open()
     try:
-        # The saved login must exist and unlock now, not at the first probe.
-        _cli.page_options(led, session=session, device=device, expect=[])
-        check_specs([spec])
-        (wid,) = add_watches(led, [spec])
-        w = WatchStore(led.store).get(wid)
+        w = watches.add(led, url, case, every, fields=fields, keywords=keyword, price_field=price_field,
+                        price_below=price_below, removed_markers=removed_marker, webhook=webhook,
+                        session=session, device=device)
     finally:
         led.close()
-    assert w is not None
+    wid = w.id
     if as_json:
         _cli.emit(w.to_json())
     else:
@@ -97,16 +79,11 @@ def watch_import(
     as_json: bool = JsonOpt,
 ) -> None:
     """Add many watches; one bad row and nothing is imported. First probes are spread out."""
-    from .watch import add_watches, parse_duration, read_import
+    from .app import watches
 
-    if every is not None:
-        parse_duration(every)
-    specs = read_import(file, case=case, every=every)
     led = _cli._open()
     try:
-        for sess, dev in sorted({(s.settings.get("session"), s.settings.get("device")) for s in specs}, key=str):
-            _cli.page_options(led, session=sess, device=dev, expect=[])
-        ids = add_watches(led, specs, spread=True)
+        ids = watches.import_file(led, file, case=case, every=every)
     finally:
         led.close()
     if as_json:
@@ -118,11 +95,11 @@ def watch_import(
 @watch_app.command("list")
 def watch_list(as_json: bool = JsonOpt) -> None:
     """The watch list, with each watch's next due time and last probe."""
-    from ledger.watches import WatchStore
+    from .app import watches
 
     led = _cli._open()
     try:
-        rows = WatchStore(led.store).all()
+        rows = [r.watch for r in watches.list_watches(led, last_events=False)]
     finally:
         led.close()
     if as_json:
@@ -139,46 +116,56 @@ def watch_list(as_json: bool = JsonOpt) -> None:
 
 
 def _one(watch_id: int, verb: str, act: Any) -> None:
-    from ledger.watches import WatchStore
-
     led = _cli._open()
     try:
-        ok = act(WatchStore(led.store))
+        act(led)
     finally:
         led.close()
-    if not ok:
-        raise UsageError(f"no watch {watch_id}")
     _cli.out.print(f"Watch {watch_id} {verb}", highlight=False)
 
 
 @watch_app.command("remove")
 def watch_remove(watch_id: int = typer.Argument(..., help="Watch id (see `watch list`).")) -> None:
     """Stop watching; its probe records and exhibits stay in the ledger."""
-    _one(watch_id, "removed", lambda ws: ws.remove(watch_id))
+    from .app import watches
+
+    _one(watch_id, "removed", lambda led: watches.remove(led, watch_id))
 
 
 @watch_app.command("pause")
 def watch_pause(watch_id: int = typer.Argument(..., help="Watch id.")) -> None:
     """Stop probing a watch until `watch resume`."""
-    _one(watch_id, "paused", lambda ws: ws.set_state(watch_id, "paused", now=time.time()))
+    from .app import watches
+
+    _one(watch_id, "paused", lambda led: watches.pause(led, watch_id))
 
 
 @watch_app.command("resume")
 def watch_resume(watch_id: int = typer.Argument(..., help="Watch id.")) -> None:
     """Probe a paused watch again, starting now."""
-    _one(watch_id, "resumed", lambda ws: ws.set_state(watch_id, "active", now=time.time()))
+    from .app import watches
+
+    _one(watch_id, "resumed", lambda led: watches.resume(led, watch_id))
 
 
 @watch_app.command("run")
 def watch_run(
     for_: str | None = typer.Option(None, "--for", help="Stop after this long (30s, 10m, 1h, 1d); default: until Ctrl-C or SIGTERM."),
     concurrency: int = typer.Option(2, "--concurrency", help="Pages loading at once (one browser)."),
+    engine: str = typer.Option("db", "--engine", help="db: probe here; celery: only send probe tasks to EVIDENCE_BROKER_URL's workers."),
+    queue: str | None = typer.Option(None, "--queue", help="Broker queue of the probe tasks (--engine celery; default: evidence)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Run the scheduler in the foreground: probe due watches, capture events, send alerts."""
+    from . import cli_fleet
     from .watch import parse_duration, run_scheduler
 
     duration = float(parse_duration(for_, "--for")) if for_ is not None else None
+    if cli_fleet.engine_of(engine) == "celery":
+        cli_fleet.watch_run(_cli, duration=duration, queue=queue, as_json=as_json)
+        return
+    if queue is not None:
+        raise UsageError("--queue names a broker queue: it needs --engine celery")
     if not 1 <= concurrency <= 64:
         raise UsageError(f"--concurrency must be between 1 and 64, not {concurrency}")
     led = _cli._open()
@@ -207,14 +194,11 @@ def watch_events(
     as_json: bool = JsonOpt,
 ) -> None:
     """Events (first sight, change, rule hit, removal) with their probe and exhibit records."""
-    from ledger.watches import WatchStore
+    from .app import watches
 
-    from .watch import parse_since
-
-    t = parse_since(since) if since is not None else None
     led = _cli._open()
     try:
-        evs = WatchStore(led.store).events(since=t)
+        t, evs = watches.events(led, since)
     finally:
         led.close()
     if as_json:
@@ -231,20 +215,9 @@ def watch_events(
 
 
 def _detail(d: dict[str, Any]) -> str:
+    from .app import watches
 
-    k = d.get("kind")
-    if k == "change":
-        parts = [f"{c['field']}: {c['old']!s} -> {c['new']!s}" for c in d.get("changes") or []]
-        if d.get("text_distance") is not None:
-            parts.append(f"text distance {d['text_distance']}, visual {d.get('visual_distance')}")
-        return "; ".join(parts)
-    if k == "rule-hit":
-        return f"keyword {d['keyword']}" if d.get("rule") == "keyword" else f"{d.get('field')} {d.get('old')} -> {d.get('price')} (below {d.get('bound')})"
-    if k == "removal":
-        return str(d.get("reason"))
-    if k == "first-seen":
-        return ", ".join(f"{n}={v}" for n, v in (d.get("fields") or {}).items())
-    return ""
+    return watches.detail(d)
 
 
 @watch_app.command("history")
@@ -253,11 +226,11 @@ def watch_history(
     as_json: bool = JsonOpt,
 ) -> None:
     """The listing's timeline from its signed probe records: first seen, changes, hits, removal."""
-    from .watch import history
+    from .app import watches
 
     led = _cli._open()
     try:
-        h = history(led, target)
+        h = watches.history(led, target)
     finally:
         led.close()
     if as_json:

@@ -727,6 +727,17 @@ def disclosures(r: ExtractionRecord) -> list[Disclosure]:
             "与本地存储启动，而非全新配置；页面内容可能因账号而异 the browser started from that session's cookies and local "
             "storage, not a fresh profile; what the page shows may depend on the account. Cookie（仅名称与域 names and domains only）:",
             cookies)
+    st = r.info.get("storage")
+    if isinstance(st, dict) and st.get("backend") == "s3":
+        lock = st.get("object_lock") if isinstance(st.get("object_lock"), dict) else None
+        where = f"s3://{st.get('bucket')}/{st.get('prefix') or ''}" + (f" ({st.get('endpoint')})" if st.get("endpoint") else "")
+        until = lock.get("retain_until") if lock and lock.get("mode") == "COMPLIANCE" else None
+        add("object-store", f"原始电子数据保存在对象存储 the originals are kept in an object store: {where}；" + (
+            f"以合规模式保留锁定至 {until}，此前任何人不能删除或覆盖 under compliance-mode retention until {until}: "
+            "nobody can delete or overwrite them before then。" if until else
+            "部分原始数据不在对象锁定保留期内 some originals are not under Object Lock retention。" if lock else
+            "该存储桶未启用对象锁定，保存期限不由存储保障 the bucket has no Object Lock, so the store does not enforce "
+            "their retention。"))
     hidden = [u for u, n in transformed(r) if "(a credential)" in n]
     if hidden:
         add("credentials", f"{len(hidden)} 个网络交互中的凭据报头（Cookie、Authorization、Proxy-Authorization、Set-Cookie）"

@@ -384,9 +384,12 @@ async def run_probe(browser: Browser, watch: Watch, options: CaptureOptions) -> 
 
 
 def record_probe(led: Ledger, ws: WatchStore, watch: Watch, result: ProbeResult,
-                 webhook: str | None = None) -> tuple[Record, list[dict[str, Any]], dict[str, Any]]:
+                 webhook: str | None = None, seal_key: str | None = None,
+                 ) -> tuple[Record, list[dict[str, Any]], dict[str, Any]]:
     """Append the signed probe record; in the same transaction cache what it saw and
-    store its events (waiting for their capture), so a kill cannot lose one."""
+    store its events (waiting for their capture), so a kill cannot lose one.
+    ``seal_key``: a fleet task's idempotency key (a probe delivered twice is recorded
+    once; the second raises ledger.store.AlreadySealed)."""
     seen = observe(watch, result)
     events = evaluate(watch, seen, watch.last)
     payload = {**result.to_payload(), "watch": watch.id, "previous_probe": watch.last_probe_idx, "events": events}
@@ -396,16 +399,16 @@ def record_probe(led: Ledger, ws: WatchStore, watch: Watch, result: ProbeResult,
         ws.note_probe_in(conn, watch.id, recs[0].index, {**seen, "probe_leaf": recs[0].leaf.hex()})
         ws.add_events_in(conn, watch, recs[0].index, events, hook)
 
-    (rec,) = led.append_many([Draft(PROBE_KIND, payload, watch.case)], on_locked=locked)
+    (rec,) = led.append_many([Draft(PROBE_KIND, payload, watch.case)], on_locked=locked, seal_key=seal_key)
     return rec, events, seen
 
 
 async def handle_outcome(
     led: Ledger, ws: WatchStore, browser: Browser, watch: Watch, result: ProbeResult, *,
-    capture_options: dict[str, Any] | None = None, webhook: str | None = None,
+    capture_options: dict[str, Any] | None = None, webhook: str | None = None, seal_key: str | None = None,
 ) -> Outcome:
     """Record the probe; on an event, capture the page in full and queue the alerts."""
-    rec, events, _seen = record_probe(led, ws, watch, result, webhook)
+    rec, events, _seen = record_probe(led, ws, watch, result, webhook, seal_key)
     out = Outcome(watch.id, rec, events)
     if not events:
         return out

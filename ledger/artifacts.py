@@ -10,9 +10,8 @@ mount shared by every capture machine), else ``"artifacts"`` in the home's
 config.json, else ``store/`` in the evidence home (``artifact_store_for``).
 Several homes may share one directory: a digest path is written once, by a
 rename of complete content, and two machines storing the same bytes write the
-same file. ``BlobStore`` is what the ledger needs from any other backend (an
-S3-compatible bucket keyed ``sha256/ab/cd/<digest>`` would implement it, with
-put-if-absent after hashing a local spool file).
+same file. ``BlobStore`` (ledger/blobs.py) is what the ledger needs from any
+backend; ``s3://bucket/prefix`` selects the S3-compatible one (ledger/s3store.py).
 """
 
 from __future__ import annotations
@@ -21,54 +20,33 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO
 
+from .blobs import Blob, BlobStore
 from .config import fsync_dir
 from .digest import CHUNK
 from .errors import IntegrityError, StoreError
+from .s3store import S3Store
+
+__all__ = ["ArtifactStore", "Blob", "BlobStore", "S3Store", "BlobPath", "artifact_store_for"]
 
 
-@dataclass(frozen=True)
-class Blob:
-    sha256: str
-    size: int
-
-
-@runtime_checkable
-class BlobStore(Protocol):
-    """What the ledger, export and audit use of an artifact store.
-
-    A blob is addressed only by the SHA-256 of its bytes, computed by the
-    store while it writes (never trusted from the caller); ``open`` of a
-    digest that is not there raises IntegrityError; nothing is ever deleted
-    or overwritten with other bytes.
-    """
-
-    def put_stream(self, src: BinaryIO) -> Blob: ...
-    def put_file(self, path: Path) -> Blob: ...
-    def put_bytes(self, data: bytes) -> Blob: ...
-    def open(self, sha256: str) -> BinaryIO: ...
-    def check(self, sha256: str) -> None: ...
-    def __contains__(self, sha256: object) -> bool: ...
-    def __iter__(self) -> Iterator[str]: ...
-
-
-def artifact_store_for(home_root: Path, configured: object = None) -> ArtifactStore:
+def artifact_store_for(home_root: Path, configured: object = None) -> ArtifactStore | S3Store:
     """The store a home uses: EVIDENCE_ARTIFACTS, then config ``artifacts``, then ``store/``."""
     where = os.environ.get("EVIDENCE_ARTIFACTS") or configured
     if where is None or where == "":
         return ArtifactStore(Path(home_root) / "store")
     if not isinstance(where, str):
         raise StoreError(f"artifact store setting must be a directory path, not {where!r}")
+    if where.startswith("s3://"):
+        return S3Store.from_env(where)
     if where.startswith("file://"):
         where = where[len("file://") :]
     elif "://" in where:
         raise StoreError(
-            f"artifact store {where!r}: only a directory (or file:// path) is supported; "
-            "see BlobStore in ledger/artifacts.py to add another backend"
+            f"artifact store {where!r}: only a directory, a file:// path or s3://BUCKET/PREFIX is supported"
         )
     path = Path(where).expanduser()
     if not path.is_absolute():
@@ -135,6 +113,10 @@ class ArtifactStore:
         except FileNotFoundError:
             raise IntegrityError(f"artifact sha256:{sha256} is missing from the store") from None
 
+    def facts(self, digests: Iterable[str] = ()) -> dict[str, Any] | None:
+        """Nothing to record: a file store's exhibits stay as they always were."""
+        return None
+
     def copy_to(self, sha256: str, dest: Path) -> None:
         with self.open(sha256) as src, open(dest, "wb") as out:
             shutil.copyfileobj(src, out, CHUNK)
@@ -173,3 +155,30 @@ class ArtifactStore:
         if base.exists():
             for p in base.glob("??/??/*"):
                 yield p.name
+
+
+class BlobPath(os.PathLike[str]):
+    """A filesystem path to a blob for a tool that wants one (cdxj-indexer), made only if used.
+
+    A file store's own file; for any other store the blob is copied (through
+    its verifying ``open``) into ``workdir`` the first time the path is asked
+    for, because most exports never need it.
+    """
+
+    def __init__(self, store: BlobStore, sha256: str, workdir: Path):
+        self.store, self.sha256, self.workdir = store, sha256, Path(workdir)
+        self._path: str | None = None
+
+    def __fspath__(self) -> str:
+        if self._path is None:
+            if isinstance(self.store, ArtifactStore):
+                self._path = str(self.store.path_for(self.sha256))
+            else:
+                dest = self.workdir / f"blob-{self.sha256}"
+                with self.store.open(self.sha256) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                self._path = str(dest)
+        return self._path
+
+    def __str__(self) -> str:
+        return self.__fspath__()

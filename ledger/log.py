@@ -345,12 +345,14 @@ class Ledger:
         return self.append_many([Draft(kind, payload, case)])[0]
 
     def append_many(
-        self, drafts: Sequence[Draft], *, on_locked: Callable[[Any, list[Record]], None] | None = None
+        self, drafts: Sequence[Draft], *, on_locked: Callable[[Any, list[Record]], None] | None = None,
+        seal_key: str | None = None,
     ) -> list[Record]:
-        """Append as one transaction; ``on_locked(conn, records)`` runs inside it."""
+        """Append as one transaction; ``on_locked(conn, records)`` runs inside it.
+        ``seal_key``: idempotency key, see ``Store.append_many`` (AlreadySealed)."""
         key = self.key
         self.check_registered(key)
-        return self.store.append_many(drafts, key=key, origin=self.origin, on_locked=on_locked)
+        return self.store.append_many(drafts, key=key, origin=self.origin, on_locked=on_locked, seal_key=seal_key)
 
     def check_registered(self, key: SigningKey) -> None:
         # A record signed by a key the ledger does not list would fail every
@@ -403,6 +405,11 @@ class Ledger:
         for f in files:
             blob = self.artifacts.put_file(f.path)
             arts.append(Artifact(f.name, f.media_type, f.role, blob.size, blob.sha256))
+        # Where the originals are kept (an object store, its retention lock), signed with
+        # the exhibit; a file store records nothing, so such exhibits are as before.
+        storage = self.artifacts.facts([a.sha256 for a in arts])
+        if storage is not None:
+            info = {**info, "storage": storage}
         manifest = build_manifest(case, arts, info)
         mblob = self.artifacts.put_bytes(manifest)
         draft = Draft("exhibit", exhibit_payload(mblob.sha256, mblob.size, arts, info), case)
@@ -416,9 +423,12 @@ class Ledger:
         *,
         on_locked: Callable[[Any, list[Record]], None] | None = None,
         at_capture: AtCapture | None = None,
+        seal_key: str | None = None,
     ) -> Exhibit:
-        """Store the files, then the manifest, then append the record (last)."""
-        return self.seal_exhibits([(case, artifacts, info)], on_locked=on_locked, at_capture=at_capture)[0]
+        """Store the files, then the manifest, then append the record (last).
+        ``seal_key``: a task's idempotency key; raises AlreadySealed if it was sealed before."""
+        return self.seal_exhibits([(case, artifacts, info)], on_locked=on_locked, at_capture=at_capture,
+                                  seal_key=seal_key)[0]
 
     def seal_exhibits(
         self,
@@ -426,6 +436,7 @@ class Ledger:
         *,
         on_locked: Callable[[Any, list[Record]], None] | None = None,
         at_capture: AtCapture | None = None,
+        seal_key: str | None = None,
     ) -> list[Exhibit]:
         """Seal captured exhibits in one batch; ``at_capture`` names the officers who co-sign
         each one in the same transaction, and the facts they declare."""
@@ -448,7 +459,7 @@ class Ledger:
             drafts.append(s[0])
             for o in at.officers if at is not None else ():
                 drafts.append(_at_capture_draft(at, o, positions[-1], s[0].case))
-        recs = self.append_many(drafts, on_locked=on_locked)
+        recs = self.append_many(drafts, on_locked=on_locked, seal_key=seal_key)
         return [
             Exhibit(recs[i].index, recs[i], manifest, msha, arts)
             for i, (_, manifest, msha, arts) in zip(positions, staged)

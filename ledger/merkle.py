@@ -20,6 +20,7 @@ LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
+_sha256 = hashlib.sha256
 
 NodeSource = Callable[[int, int], bytes]
 
@@ -67,15 +68,17 @@ class CompactRange:
         made: list[tuple[int, int, bytes]] = []
         h = leaf
         index = self.size
+        self.size = index + 1
+        edge = self._edge
         level = 0
         # Each trailing 1 bit of the old size is a left sibling to merge with.
+        # node_hash inlined: this runs once per record of every append and audit.
         while index & 1:
-            h = node_hash(self._edge.pop(), h)
+            h = _sha256(b"\x01%b%b" % (edge.pop(), h)).digest()
             level += 1
             index >>= 1
             made.append((level, index, h))
-        self._edge.append(h)
-        self.size += 1
+        edge.append(h)
         return made
 
     def root(self) -> bytes:

@@ -21,7 +21,6 @@ import re
 import stat
 import struct
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from ledger import waczsign
 from ledger.canonical import CanonicalizationError, loads
 from ledger.digest import CHUNK
 from ledger.errors import CaseFileError, IntegrityError
+from ledger.warcscan import zlibx
 
 FILE_TYPE = "evidence-chain/case-file"
 
@@ -233,7 +233,7 @@ class CaseReader:
                     left -= len(data)
                     yield data
                 return
-            d = zlib.decompressobj(-15)
+            d = zlibx.decompressobj(-15)
             out_total = 0
             crc = 0
             while left or d.unconsumed_tail:
@@ -246,13 +246,13 @@ class CaseReader:
                     left -= len(src)
                 try:
                     data = d.decompress(src, chunk)
-                except zlib.error as ex:
+                except zlibx.error as ex:
                     raise IntegrityError(f"{name}: damaged deflate data ({ex})") from None
                 out_total += len(data)
                 if out_total > e.size:
                     raise CaseFileError(f"{name}: inflates beyond its declared {e.size} bytes (zip bomb?)")
                 if data:
-                    crc = zlib.crc32(data, crc)
+                    crc = zlibx.crc32(data, crc)
                     yield data
                 if d.eof:
                     break

@@ -76,10 +76,10 @@ def _pool_range(lo: int, hi: int) -> list[Outcome]:
 def _check_range(store: Store, lo: int, hi: int) -> list[Outcome]:
     """Form, signature, leaf of the stored records with lo <= index < hi."""
     out: list[Outcome] = []
-    for s in store.iter_records(start=lo, end=hi, chunk=hi - lo):
-        idx, body = s.index, s.body
+    for idx, stored_leaf, body in _stored_rows(store, lo, hi):
+        body = _as_bytes(body)
         leaf = record_leaf_hash(body)
-        ok = leaf == s.leaf
+        ok = leaf == _as_bytes(stored_leaf)
         try:
             # One parse: the signed bytes are cut from the stored bytes (Record.unsigned).
             rec = parse_record(body, expect_index=idx)
@@ -99,6 +99,34 @@ def _check_range(store: Store, lo: int, hi: int) -> list[Outcome]:
         rot = rec.payload if rec.kind in ("key-rotation", "key-add", "attestation") else None
         out.append((idx, leaf, ok, rec.prev, rec.key_id, rec.kind, rot, err))
     return out
+
+
+def _stored_rows(store: Store, lo: int, hi: int) -> list[tuple[Any, Any, Any]]:
+    """(idx, leaf, body) of the records with lo <= idx < hi, in index order.
+
+    Straight from the driver: SQLAlchemy's row objects and result processors
+    cost a third of what the signature check does per record.
+    """
+    m = "?" if store.engine.dialect.paramstyle == "qmark" else "%s"
+    raw = store.engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute(f"SELECT idx, leaf, body FROM records WHERE idx >= {m} AND idx < {m} ORDER BY idx", (lo, hi))
+        rows = cur.fetchall()
+        cur.close()
+        return rows
+    finally:
+        raw.close()
+
+
+def _as_bytes(value: Any) -> bytes:
+    # A tampered SQLite row can hold TEXT where BLOB belongs (or NULL): that
+    # record is reported, the audit does not crash on it (as Store's reads do).
+    if type(value) is bytes:
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    return b"" if value is None else bytes(value)
 
 
 def audit_store(

@@ -23,10 +23,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import zlib
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
+
+from ledger.warcscan import zlibx
 
 MAX_HEADER = 64 << 10  # a WARC or HTTP header block larger than this is not honest
 OUT_CHUNK = 4 << 20  # most zlib may produce per call: bounds memory on bombs
@@ -268,7 +269,7 @@ class WarcChecker:
                 return
             self._gzip = data[:1] == b"\x1f"
             if self._gzip:
-                self._z = zlib.decompressobj(31)
+                self._z = zlibx.decompressobj(31)
         if not self._gzip:
             self._in += len(data)
             self._parse(memoryview(data))
@@ -285,13 +286,13 @@ class WarcChecker:
             self._member_open = True
             try:
                 out = self._z.decompress(src, OUT_CHUNK)
-            except zlib.error as e:
+            except zlibx.error as e:
                 raise WarcFormatError(f"damaged gzip data ({e})") from None
             self._inflated(out)
             if self._z.eof:
                 # gzip-per-record: the next member starts in unused_data.
                 src = self._z.unused_data
-                self._z = zlib.decompressobj(31)
+                self._z = zlibx.decompressobj(31)
                 self._member_open = False
                 if src[:1] not in (b"", b"\x1f"):
                     raise WarcFormatError("bytes after a gzip member are not another gzip member")

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -46,7 +47,8 @@ from starlette.responses import (
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from evidence.app import acts, cases, checks, options
+from evidence.app import acts, cases, checks, options, watches
+from evidence.app import livestream as live
 from evidence.extraction import resolve_tz, short, when
 from evidence.users import User, Users
 from ledger.config import default_home
@@ -62,6 +64,8 @@ HERE = Path(__file__).parent
 LOGIN_COOKIE = "evidence_login"
 DEFAULT_UPLOAD_LIMIT = 4 << 30
 MAX_FORM = 1 << 20
+#: seconds a stopping server waits for its livestream captures to seal their last windows
+SHUTDOWN_WAIT = 60.0
 PAGE_POLICY = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
                "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
 
@@ -106,6 +110,7 @@ class WebApp:
         self.sessions = Sessions()
         self.limiter = LoginLimiter()
         self.jobs: dict[str, Job] = {}
+        self.live: dict[str, live.LiveRun] = {}
         self._capture_lock = threading.Lock()
         self.reports: dict[str, tuple[Path, float]] = {}
         self.indexes = replay.WarcIndexes()
@@ -128,7 +133,8 @@ class WebApp:
         session: WebSession | None = getattr(request.state, "session", None)
         tz = resolve_tz(os.environ.get("EVIDENCE_TZ"))
         ctx.update(session=session, user=session.user if session else None, csrf=session.csrf if session else "",
-                   tz=tz, when=lambda v: when(v, tz, original=False), short=lambda v: short(v, tz))
+                   tz=tz, when=lambda v: when(v, tz, original=False), short=lambda v: short(v, tz),
+                   short_ts=lambda t: datetime.fromtimestamp(t, tz).strftime("%Y-%m-%d %H:%M:%S"))
         html = self.env.get_template(template).render(**ctx)
         return HTMLResponse(html, status_code=status)
 
@@ -256,20 +262,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def case_page(request: Request) -> Response:
         case = request.path_params["case"]
 
-        def load() -> tuple[cases.CaseView, dict[int, dict[str, Any] | None]]:
+        def load() -> tuple[cases.CaseView, dict[int, dict[str, Any] | None], list[Any]]:
             with web.ledger() as led:
                 view = cases.case_view(led, case)
                 thumbs = {}
                 for r in view.exhibits:
                     try:
                         ev = cases.exhibit_view(led, r.index)
-                        thumbs[r.index] = ev.first("screenshot-viewport")
+                        thumbs[r.index] = ev.first("screenshot-viewport") or ev.first("frame") or ev.first("screenshot")
                     except EvidenceError:
                         thumbs[r.index] = None
-                return view, thumbs
+                return view, thumbs, [e for e in watches.events(led)[1] if e.case == case]
 
-        view, thumbs = await run_in_threadpool(load)
-        return web.render(request, "case.html", view=view, thumbs=thumbs)
+        view, thumbs, alerts = await run_in_threadpool(load)
+        exhibit_of = {e.probe_idx: e.exhibit_idx for e in alerts if e.exhibit_idx is not None}
+        watch_of = {e.exhibit_idx: e.watch_id for e in alerts if e.exhibit_idx is not None}
+        return web.render(request, "case.html", view=view, thumbs=thumbs, alerts=alerts, exhibit_of=exhibit_of,
+                          watch_of=watch_of, detail=watches.detail)
 
     async def exhibit_page(request: Request) -> Response:
         index = _int(request.path_params["index"])
@@ -437,6 +446,119 @@ def create_app(settings: Settings | None = None) -> Starlette:
             raise Refused(404, "no such capture")
         return JSONResponse(job.to_json())
 
+    # -- watches ---------------------------------------------------------------
+
+    async def watches_page(request: Request, status: int = 200, error: str | None = None,
+                           form: dict[str, str] | None = None) -> Response:
+        since = request.query_params.get("since") or "7d"
+
+        def load() -> tuple[list[watches.WatchRow], str | None, list[Any]]:
+            with web.ledger() as led:
+                t, evs = watches.events(led, since)
+                return watches.list_watches(led), t, evs
+
+        rows, since_utc, evs = await run_in_threadpool(load)
+        return web.render(request, "watches.html", status=status, rows=rows, events=list(reversed(evs))[:200],
+                          since=since, since_utc=since_utc, error=error, form=form or {},
+                          message=request.query_params.get("m"), detail=watches.detail, utc=watches.utc, every=watches.every_text)
+
+    async def watches_post(request: Request, form: dict[str, str]) -> Response:
+        def lines(name: str) -> list[str]:
+            return [ln.strip() for ln in (form.get(name) or "").splitlines() if ln.strip()]
+
+        def add() -> Any:
+            with web.ledger() as led:
+                return watches.add(
+                    led, (form.get("url") or "").strip(), (form.get("case") or "").strip(),
+                    (form.get("every") or "").strip(), fields=lines("fields"), keywords=lines("keywords"),
+                    price_field=(form.get("price_field") or "").strip() or None,
+                    price_below=(form.get("price_below") or "").strip() or None,
+                )
+
+        try:
+            w = await run_in_threadpool(add)
+        except EvidenceError as e:
+            # One line on the form, the typed values kept; nothing was added.
+            return await watches_page(request, status=400, error=str(e), form=form)
+        return RedirectResponse(f"/watches?m=watch+{w.id}+added", status_code=303)
+
+    async def watch_act(request: Request, _form: dict[str, str]) -> Response:
+        wid = _int(request.path_params["id"], "watch")
+        act = {"pause": watches.pause, "resume": watches.resume, "remove": watches.remove}.get(request.path_params["act"])
+        if act is None:
+            raise Refused(404, "no such action")
+
+        def run() -> None:
+            with web.ledger() as led:
+                act(led, wid)
+
+        await run_in_threadpool(run)
+        verb = {"pause": "paused", "resume": "resumed", "remove": "removed"}[request.path_params["act"]]
+        return RedirectResponse(f"/watches?m=watch+{wid}+{verb}", status_code=303)
+
+    async def watch_page(request: Request) -> Response:
+        wid = _int(request.path_params["id"], "watch")
+
+        def load() -> tuple[Any, dict[str, Any], list[Any], Any]:
+            with web.ledger() as led:
+                try:
+                    w = watches.get(led, wid)
+                except UsageError:
+                    w = None  # removed: its signed history stays
+                _, evs = watches.events(led, watch_id=wid)
+                h = watches.history(led, str(wid))
+                return w, h, evs, watches.last_probe(led, wid, h.get("case"))
+
+        w, hist, evs, last = await run_in_threadpool(load)
+        return web.render(request, "watch.html", w=w, wid=wid, h=hist, events=evs, last=last,
+                          detail=watches.detail, utc=watches.utc, every=watches.every_text)
+
+    # -- livestream -----------------------------------------------------------
+
+    async def livestream_form(request: Request) -> Response:
+        runs = sorted(web.live.values(), key=lambda r: r.started, reverse=True)
+        return web.render(request, "livestream.html", runs=runs, run=None, case=request.query_params.get("case", ""),
+                          modes=live.MODES)
+
+    async def livestream_post(request: Request, form: dict[str, str]) -> Response:
+        user: User = request.state.session.user
+        req = live.request_from_form(form, user.officer or user.name)
+        run = await run_in_threadpool(lambda: live.LiveRun.start(web.ledger, req, user=user.name))
+        web.live[run.id] = run
+        return RedirectResponse(f"/livestream/{run.id}", status_code=303)
+
+    def live_run(request: Request) -> live.LiveRun:
+        run = web.live.get(request.path_params["id"])
+        if run is None:
+            raise Refused(404, "no such livestream capture")
+        return run
+
+    async def livestream_page(request: Request) -> Response:
+        return web.render(request, "livestream.html", runs=[], run=live_run(request), case="", modes=live.MODES)
+
+    async def livestream_api(request: Request) -> Response:
+        return JSONResponse(live_run(request).status())
+
+    async def livestream_stop(request: Request, _form: dict[str, str]) -> Response:
+        run = live_run(request)
+        run.stop()
+        return RedirectResponse(f"/livestream/{run.id}", status_code=303)
+
+    async def livestream_frame(request: Request) -> Response:
+        run = live_run(request)
+
+        def load() -> tuple[str, bytes] | None:
+            with web.ledger() as led:
+                return run.frame(request.path_params["name"], led)
+
+        got = await run_in_threadpool(load)
+        if got is None:
+            raise Refused(404, "no such frame in this capture")
+        headers = {"Content-Security-Policy": "default-src 'none'; sandbox", "X-Frame-SHA256": got[0]}
+        if request.query_params.get("thumb"):
+            return Response(await run_in_threadpool(live.thumbnail, got[1]), media_type="image/jpeg", headers=headers)
+        return Response(got[1], media_type="image/png", headers={**headers, "ETag": f'"{got[0]}"'})
+
     # -- verify --------------------------------------------------------------
 
     async def verify_form(request: Request) -> Response:
@@ -497,6 +619,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/capture", page(csrf_form(capture_post)), methods=["POST"]),
         Route("/jobs/{id}", page(job_page)),
         Route("/api/jobs/{id}", page(job_api)),
+        Route("/watches", page(watches_page), methods=["GET"]),
+        Route("/watches", page(csrf_form(watches_post)), methods=["POST"]),
+        Route("/watches/{id}", page(watch_page)),
+        Route("/watches/{id}/{act}", page(csrf_form(watch_act)), methods=["POST"]),
+        Route("/livestream", page(livestream_form), methods=["GET"]),
+        Route("/livestream", page(csrf_form(livestream_post)), methods=["POST"]),
+        Route("/livestream/{id}", page(livestream_page)),
+        Route("/livestream/{id}/stop", page(csrf_form(livestream_stop)), methods=["POST"]),
+        Route("/livestream/{id}/frames/{name}", page(livestream_frame)),
+        Route("/api/livestream/{id}", page(livestream_api)),
         Route("/verify", page(verify_form), methods=["GET"]),
         Route("/verify", page(verify_post), methods=["POST"]),
         Route("/verify/report/{token}", page(verify_report)),
@@ -505,6 +637,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
+        # A server told to stop (SIGTERM, Ctrl-C) stops its livestream captures as the Stop button
+        # does: each seals its open window and appends its end record before the process goes.
+        runs = list(web.live.values())
+        for run in runs:
+            run.stop()
+        deadline = time.monotonic() + SHUTDOWN_WAIT
+        for run in runs:
+            await run_in_threadpool(run.wait, max(0.0, deadline - time.monotonic()))
         web.cleanup()
 
     app = Starlette(routes=routes, lifespan=lifespan)
@@ -613,13 +753,13 @@ def _chunks(f: Any) -> Any:
             yield chunk
 
 
-def _int(value: str) -> int:
+def _int(value: str, what: str = "exhibit") -> int:
     try:
         n = int(value)
     except ValueError:
-        raise Refused(404, "no such exhibit") from None
+        raise Refused(404, f"no such {what}") from None
     if n < 0:
-        raise Refused(404, "no such exhibit")
+        raise Refused(404, f"no such {what}")
     return n
 
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 #: Every revision this version of the library knows, oldest first.
-KNOWN = ("0001", "0002", "0003", "0004")
+KNOWN = ("0001", "0002", "0003", "0004", "0005")
 HEAD = KNOWN[-1]
 #: The schema written before versioned migrations is revision 0001.
 LEGACY = "0001"

@@ -250,7 +250,8 @@ HTMLCanvasElement.prototype.toDataURL = function () {{ return 'data:image/png;ba
 
 
 def xhr_price(h: Any) -> None:
-    """The price arrives by XMLHttpRequest a moment after the load event."""
+    """The price arrives by XMLHttpRequest a moment after the load event (``?after=MS``, default 300)."""
+    after = int(_query(h).get("after", "300"))
     _html(
         h,
         """<!DOCTYPE html><html lang=zh-CN><meta charset=utf-8><title>价格接口</title>
@@ -261,8 +262,8 @@ addEventListener('load', () => setTimeout(() => {
   x.open('GET', '/api/price?sku=88');
   x.onload = () => { price.textContent = JSON.parse(x.responseText).price; };
   x.send();
-}, 300));
-</script></body></html>""",
+}, AFTER));
+</script></body></html>""".replace("AFTER", str(after)),
     )
 
 

@@ -40,6 +40,7 @@ from PIL import Image
 from warcio.archiveiterator import ArchiveIterator
 
 from capture import capture_page
+from capture.snapshots import POST_LOAD_MS
 from evidence.case import export_case
 from verify.case import verify_case
 
@@ -266,6 +267,30 @@ def test_price_fetched_by_xhr_after_load_is_in_warc_and_dom(browser, hard, tmp_p
     assert XHR_PRICE in pc.artifact("dom").path.read_text()
     # Control: the document as served does not hold the price; only the XHR brought it.
     assert XHR_PRICE.encode() not in responses(recs, hard.url("/xhr-price"))[0]["payload"]
+
+
+def test_price_fetched_by_a_timer_at_the_end_of_the_post_load_window_is_in_warc_and_dom(browser, hard, tmp_path):
+    # The timer is due just inside the window waited for on the page's own clock: the
+    # capture cannot be over before it fires, however the machine schedules the renderer.
+    after = POST_LOAD_MS - 100
+    pc = capture(browser, hard, f"/xhr-price?after={after}", tmp_path)
+    recs = warc_records(pc.artifact("warc").path)
+    api = responses(recs, hard.url("/api/price?sku=88"))
+    assert len(api) == 1 and json.loads(api[0]["payload"])["price"] == XHR_PRICE
+    assert XHR_PRICE in pc.artifact("dom").path.read_text()
+    log = pc.artifact("capture-log").path.read_text()
+    assert "on the page's clock" in log
+
+
+def test_control_a_timer_long_after_load_is_not_waited_for(browser, hard, tmp_path):
+    # The same page with its timer far outside the window: the capture does not wait
+    # for it, so the price is neither fetched nor shown (the window is what catches it).
+    pc = capture(browser, hard, "/xhr-price?after=600000", tmp_path)
+    recs = warc_records(pc.artifact("warc").path)
+    assert len(responses(recs, hard.url("/xhr-price?after=600000"))) == 1
+    assert not responses(recs, hard.url("/api/price?sku=88"))
+    dom = pc.artifact("dom").path.read_text()
+    assert XHR_PRICE not in dom and "加载中" in dom
 
 
 @pytest.mark.parametrize(("scale", "chosen", "other"), [(1, "/img/p-1x.png", "/img/p-2x.png"), (2, "/img/p-2x.png", "/img/p-1x.png")])

@@ -439,7 +439,7 @@ def test_watch_tables_match_their_migration(tmp_path, db, request):
     try:
         with led.store.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
-            assert migrations.read_status(conn).current == "0004" == migrations.HEAD
+            assert migrations.read_status(conn).current == migrations.HEAD >= "0004"
         ours = [d for d in diff if "watch" in repr(d)]
         assert ours == []
         assert {"watches", "watch_events"} <= set(metadata.tables)  # control: they are in the models compared
