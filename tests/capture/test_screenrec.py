@@ -193,7 +193,11 @@ def test_screen_recording_in_parts_with_sound_and_its_controls(tmp_path, room):
             gap = b[kind][0] - a[kind][1]
             assert -0.1 <= gap <= 0.5, (kind, spans)  # ordered, no gap
     video = sum(s["video"][1] - s["video"][0] for s in spans)
-    assert abs(video - 10) <= 1.0, f"the picture covers the 10 s capture within 10 %: {video:.2f} s"
+    # The picture covers the capture: at least its 10 s, and (below) its recorded wall span
+    # within 10 %. Not "10 s within 10 %": on a loaded machine the headed browser can take
+    # longer than the duration to start, and the capture (and its recording) ends only once it
+    # has (seen in CI: 23.8 s of picture, as long as the windows' own span).
+    assert video >= 0.9 * 10, f"the picture covers the 10 s capture: {video:.2f} s"
     # The sound starts a moment later (PulseAudio's first delivery), but before the page was opened.
     zero = wall(manifest(led, s.windows[0])["info"]["screen_recording"]["media_zero_wall"])
     heard_from, opened = zero + spans[0]["audio"][0], room.opened["/room.html"]
