@@ -71,7 +71,15 @@ from ledger.sessions import LoginSession, SessionStore
 from ledger.store import AlreadySealed, Store, seal_keys
 from ledger.watches import Watch, WatchStore
 
-from .watch import _options_for, capture_settings, deliver_due, find_due, handle_outcome, run_probe
+from .watch import (
+    _options_for,
+    capture_settings,
+    deliver_due,
+    find_due,
+    handle_outcome,
+    percentile,
+    run_probe,
+)
 
 ENV_BROKER = "EVIDENCE_BROKER_URL"
 ENV_RATE = "EVIDENCE_HOST_RATE"
@@ -569,11 +577,8 @@ class SchedulerStats:
     def to_json(self) -> dict[str, Any]:
         lags = sorted(self.lags)
 
-        def pct(p: float) -> float | None:
-            return round(lags[min(len(lags) - 1, int(p * len(lags)))], 3) if lags else None
-
         return {"sent": self.sent, "delivered": self.delivered, "delivery_failures": self.delivery_failures,
-                "lag_p50_s": pct(0.5), "lag_p99_s": pct(0.99)}
+                "lag_p50_s": percentile(lags, 0.5), "lag_p99_s": percentile(lags, 0.99)}
 
 
 def run_scheduler(

@@ -484,6 +484,11 @@ async def deliver_due(ws: WatchStore, *, now: float, backoff: float = WEBHOOK_BA
 # -- the embedded scheduler ----------------------------------------------------
 
 
+def percentile(ordered: list[float], p: float) -> float | None:
+    """The ``p`` quantile (0..1) of an ascending list, to the millisecond; None when empty."""
+    return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 3) if ordered else None
+
+
 @dataclass
 class RunStats:
     probes: int = 0
@@ -498,12 +503,9 @@ class RunStats:
     def to_json(self) -> dict[str, Any]:
         lags = sorted(self.lags)
 
-        def pct(p: float) -> float | None:
-            return round(lags[min(len(lags) - 1, int(p * len(lags)))], 3) if lags else None
-
         return {"probes": self.probes, "failures": self.failures, "events": self.events, "exhibits": self.exhibits,
                 "delivered": self.delivered, "delivery_failures": self.delivery_failures,
-                "lag_p50_s": pct(0.5), "lag_p99_s": pct(0.99)}
+                "lag_p50_s": percentile(lags, 0.5), "lag_p99_s": percentile(lags, 0.99)}
 
 
 #: a probe waits less than a capture: it is one of thousands, and the next one comes

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .blobs import Blob, BlobStore
+from .blobs import Blob, BlobStore, PutsFromStream
 from .config import fsync_dir
 from .digest import CHUNK
 from .errors import IntegrityError, StoreError
@@ -54,7 +54,7 @@ def artifact_store_for(home_root: Path, configured: object = None) -> ArtifactSt
     return ArtifactStore(path)
 
 
-class ArtifactStore:
+class ArtifactStore(PutsFromStream):
     """The local or shared-filesystem ``BlobStore``."""
 
     def __init__(self, root: Path):
@@ -97,15 +97,6 @@ class ArtifactStore:
             raise StoreError(f"cannot write to artifact store {self.root}: {e.strerror}") from e
         finally:
             tmp.unlink(missing_ok=True)
-
-    def put_file(self, path: Path) -> Blob:
-        with open(path, "rb") as f:
-            return self.put_stream(f)
-
-    def put_bytes(self, data: bytes) -> Blob:
-        import io
-
-        return self.put_stream(io.BytesIO(data))
 
     def open(self, sha256: str) -> BinaryIO:
         try:

@@ -6,6 +6,7 @@ store in ``s3store.py``) imports the contract without importing the others.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,3 +38,17 @@ class BlobStore(Protocol):
     def facts(self, digests: Iterable[str] = ()) -> dict[str, Any] | None: ...
     def __contains__(self, sha256: object) -> bool: ...
     def __iter__(self) -> Iterator[str]: ...
+
+
+class PutsFromStream:
+    """``put_file`` and ``put_bytes`` for a store that implements ``put_stream``."""
+
+    def put_stream(self, src: BinaryIO) -> Blob:
+        raise NotImplementedError
+
+    def put_file(self, path: Path) -> Blob:
+        with open(path, "rb") as f:
+            return self.put_stream(f)
+
+    def put_bytes(self, data: bytes) -> Blob:
+        return self.put_stream(io.BytesIO(data))

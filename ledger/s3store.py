@@ -34,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .blobs import Blob
+from .blobs import Blob, PutsFromStream
 from .digest import CHUNK
 from .display import printable
 from .errors import ConfigError, IntegrityError, StoreError
@@ -65,7 +65,7 @@ def parse_url(url: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-class S3Store:
+class S3Store(PutsFromStream):
     """``BlobStore`` on one bucket and prefix. Nothing is contacted until first use."""
 
     def __init__(self, url: str, *, endpoint_url: str | None = None, region: str | None = None,
@@ -336,13 +336,6 @@ class S3Store:
         head = self._call(f"look up sha256:{digest}", "head_object", Bucket=self.bucket, Key=self.key_for(digest))
         have = head.get("ObjectLockRetainUntilDate") if head.get("ObjectLockMode") == "COMPLIANCE" else None
         return have.astimezone(UTC) if isinstance(have, datetime) else None
-
-    def put_file(self, path: Path) -> Blob:
-        with open(path, "rb") as f:
-            return self.put_stream(f)
-
-    def put_bytes(self, data: bytes) -> Blob:
-        return self.put_stream(io.BytesIO(data))
 
     # -- reading ---------------------------------------------------------------
 
