@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -46,19 +45,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "evidence"))
 
 from _common import line  # noqa: E402
+from _watchlag import find_due_lag  # noqa: E402
 from watch_site import Site, item  # noqa: E402
 
 from ledger.log import Ledger  # noqa: E402
 from ledger.record import Draft  # noqa: E402
 from ledger.store import watches  # noqa: E402
-from ledger.watches import NewWatch, WatchStore  # noqa: E402
+from ledger.watches import WatchStore  # noqa: E402
 
 SAMPLE_EVERY = 15.0
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p * len(xs)))] if xs else float("nan")
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
@@ -130,27 +125,6 @@ def sample(pid: int) -> dict[str, float]:
 
 
 # -- the parts --------------------------------------------------------------------
-
-
-def find_due_lag(tmp: Path, due: int) -> tuple[float, float, float]:
-    """Lag from due time to claim by find_due's store call, ``due`` watches due over 60 s."""
-    led = Ledger.init(tmp / "home-due", unencrypted=True, origin="bench.example/due")
-    ws = WatchStore(led.store)
-    t_ins = time.time()
-    start = t_ins + 30  # due times begin after the insert: its own duration is not lag
-    ws.add_many([NewWatch(f"https://shop.example/{i}", "BENCH", 3600, {}, random.uniform(0, 60)) for i in range(due)],
-                now=start)
-    insert_s = time.time() - t_ins
-    while time.time() < start:
-        time.sleep(0.01)
-    lags: list[float] = []
-    while len(lags) < due:
-        t0 = time.time()
-        for w in ws.claim_due(t0, 64, lambda w, t0=t0: t0 + 3600):
-            lags.append(t0 - w.next_due)
-        time.sleep(0.05)  # run_scheduler's shortest wait between polls
-    led.close()
-    return pct(lags, 0.5), pct(lags, 0.99), insert_s
 
 
 def append_rate(tmp: Path, n: int) -> float:
@@ -253,7 +227,7 @@ def main(n: int, minutes: float, every: str, concurrency: int, appends: int, hot
             probed = sum(1 for w in WatchStore(led.store).all() if w.last_probe_idx is not None)
         load1 = os.getloadavg()
 
-        p50, p99, insert_s = find_due_lag(tmp, n)
+        p50, p99, insert_s = find_due_lag(tmp / "home-due", n, pad=30)
         rate = append_rate(tmp, appends)
     finally:
         site.stop()

@@ -13,10 +13,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from watch_site import _Server, item
 
 REDIS_SERVER = "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,11 +79,6 @@ def redis_server(tmp_path: Path) -> Iterator[Redis]:
     r.stop()
 
 
-def page(title: str) -> bytes:
-    return (f"<html><head><title>{title}</title></head><body><h1 class='t'>{title}</h1>"
-            f"<span class='price'>¥99.00</span><p>库存充足，当日发货。</p></body></html>").encode()
-
-
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         site: CountingSite = self.server.owner  # type: ignore[attr-defined]
@@ -98,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        data = page(path.strip("/") or "home")
+        data = item(path.strip("/") or "home").encode("utf-8")
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -109,7 +105,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class CountingSite:
+class CountingSite(_Server):
     """Pages at any path; counts each path's loads; ``/hold/...`` answers only after ``release``."""
 
     def __init__(self, port: int = 0):
@@ -118,16 +114,7 @@ class CountingSite:
         self.lock = threading.Lock()
         self.held = threading.Event()
         self.release = threading.Event()
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.srv = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-        self.srv.daemon_threads = True
-        self.srv.owner = self  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.srv.server_address[1]}"
-
-    def url(self, path: str) -> str:
-        return self.base + path
+        super().__init__(_Handler, port)
 
     def count(self, prefix: str) -> int:
         with self.lock:
@@ -135,8 +122,7 @@ class CountingSite:
 
     def stop(self) -> None:
         self.release.set()
-        self.srv.shutdown()
-        self.srv.server_close()
+        super().stop()
 
 
 @pytest.fixture

@@ -14,9 +14,15 @@ def item(title: str = "好货 A", price: str = "¥99.00", extra: str = "") -> st
             f"<span class='price'>{price}</span><p>库存充足，当日发货。</p>{extra}</body></html>")
 
 
+class _ReusableServer(ThreadingHTTPServer):
+    allow_reuse_address = True  # a test may start a site again on the port it had
+
+
 class _Server:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]):
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    """A local HTTP server on a thread; handlers reach the owner as ``self.server.owner``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0):
+        self.srv = _ReusableServer(("127.0.0.1", port), handler)
         self.srv.owner = self  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
         self.thread.start()

@@ -118,3 +118,38 @@ def test_duplicate_key_keeps_its_precise_message():
         parse_record(raw.replace(b'{"a":1,', b'{"a":1,"a":1,'))
     with pytest.raises(IntegrityError, match="not in canonical"):
         parse_record(raw.replace(b'"payload":{', b'"payload": {'))
+
+
+# What orjson round-trips but JCS writes otherwise must not take the quick route: floats in
+# every position a number can take, integers past 2**53, keys beyond the BMP (UTF-16 order,
+# not code points).
+@pytest.mark.parametrize(
+    ("payload_json", "jcs_ok"),
+    [
+        (b'{"a":1e21}', False),  # orjson writes 1e21, JCS 1e+21
+        (b'{"b":["x",1e21]}', False),  # an element after a comma
+        (b'{"b":[1e21]}', False),  # the first element
+        (b'{"b":[1.5]}', True),  # control: a float already in JCS form parses (by the full route)
+        (b'{"a":9007199254740993}', False),  # 2**53 + 1
+        (b'{"b":["x",-9007199254740993]}', False),
+        ('{{"{}":1,"{}":2}}'.format("\uff61", "\U0001f600").encode(), False),  # code-point order
+        ('{{"{}":2,"{}":1}}'.format("\U0001f600", "\uff61").encode(), True),  # control: UTF-16 order
+    ],
+)
+def test_what_orjson_cannot_judge_takes_the_full_route(payload_json, jcs_ok):
+    raw = record({"a": 1})
+    bad = raw.replace(b'"payload":{"a":1}', b'"payload":' + payload_json)
+    assert bad != raw and quick_canonical(raw) is not None  # control: the plain record takes the quick route
+    assert quick_canonical(bad) is None
+    if jcs_ok:
+        assert parse_record(bad).payload == json.loads(payload_json)
+    else:
+        with pytest.raises(IntegrityError):
+            parse_record(bad)
+
+
+def test_quick_route_takes_integers_in_range():
+    raw = record({"a": 2**53 - 1, "b": [-(2**53) + 1]})  # control for the 2**53 + 1 cases above
+    value, ok = quick_canonical(raw)
+    assert ok and value["payload"]["b"] == [-(2**53) + 1]
+
