@@ -527,25 +527,24 @@ class Store:
         time = max(utc_now(), state.last_time)
         tail = record_tail(time)
         out: list[Record] = []
-        rec_rows: list[tuple[Any, ...]] = []
         node_rows: list[tuple[Any, ...]] = []
         add_node = node_rows.append
         prev = prev_leaf.hex()
-        for i, p in enumerate(preps):
-            if not isinstance(p, Prepared):
-                # Its payload names records of this batch: known only now.
-                d = Draft(p.kind, p.link(list(out)), p.case)  # type: ignore[misc]  # link is set: see _prepare
-                d.check()
-                p = prepare(d, origin=origin, key=p.key or key)
-            rec = seal_prepared(p, index=size + i, prev=prev, time=time, tail=tail)
-            leaf = rec.leaf
-            rec_rows.append((rec.index, leaf, rec.kind, rec.case, time, rec.key_id, rec.raw))
-            for node in edge.append(leaf):
-                add_node(node)
-            prev = leaf.hex()
-            out.append(rec)
+        with self._streamed(conn, "records (idx, leaf, kind, case_id, time, key_id, body)") as put_record:
+            for i, p in enumerate(preps):
+                if not isinstance(p, Prepared):
+                    # Its payload names records of this batch: known only now.
+                    d = Draft(p.kind, p.link(list(out)), p.case)  # type: ignore[misc]  # link is set: see _prepare
+                    d.check()
+                    p = prepare(d, origin=origin, key=p.key or key)
+                rec = seal_prepared(p, index=size + i, prev=prev, time=time, tail=tail)
+                leaf = rec.leaf
+                put_record((rec.index, leaf, rec.kind, rec.case, time, rec.key_id, rec.raw))
+                for node in edge.append(leaf):
+                    add_node(node)
+                prev = leaf.hex()
+                out.append(rec)
         sealed.extend(out)
-        self._insert(conn, "records (idx, leaf, kind, case_id, time, key_id, body)", rec_rows)
         if node_rows:
             self._insert(conn, "nodes (level, idx, hash)", node_rows)
         conn.execute(
@@ -555,6 +554,38 @@ class Store:
         )
         self._edge, self._edge_leaf = edge, out[-1].leaf
         return out
+
+    @contextmanager
+    def _streamed(self, conn: Connection, into: str) -> Iterator[Callable[[tuple[Any, ...]], None]]:
+        """``put(row)`` for rows made one at a time; they are in the table when the block ends.
+
+        On PostgreSQL one COPY is open for the whole block, so the server
+        stores rows while the next records are still being signed (on its own
+        core) instead of after the last; on SQLite they go in multi-row INSERTs
+        as they come.
+        """
+        base = self.engine.dialect.loaded_dbapi.Error
+        if self.is_sqlite:
+            rows: list[tuple[Any, ...]] = []
+            per = _SQLITE_VARS // (into.count(",") + 1)  # rows per statement: one variable per column
+
+            def put(row: tuple[Any, ...]) -> None:
+                rows.append(row)
+                if len(rows) >= per:
+                    self._insert(conn, into, rows)
+                    rows.clear()
+
+            yield put
+            if rows:
+                self._insert(conn, into, rows)
+            return
+        raw = conn.connection.driver_connection
+        try:
+            with raw.cursor() as cur, cur.copy(f"COPY {into} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[union-attr]
+                copy.set_types(_COPY_TYPES[into.split(" ", 1)[0]])
+                yield copy.write_row
+        except base as e:
+            raise DBAPIError.instance(f"COPY {into}", None, e, base) from e
 
     def _insert(self, conn: Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
         base = self.engine.dialect.loaded_dbapi.Error
