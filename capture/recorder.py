@@ -102,6 +102,12 @@ class LivestreamSession:
         }
 
 
+#: bounds of a capture's duration, frame interval and window, in seconds (the CLI and the web form check them)
+MAX_DURATION = 7 * 86400
+FRAME_INTERVAL_RANGE = (0.04, 3600)
+WINDOW_RANGE = (1, 3600)
+
+
 @dataclass(frozen=True)
 class Limits:
     duration: float
@@ -111,16 +117,16 @@ class Limits:
     window: float
 
     def check(self) -> None:
-        if not isinstance(self.duration, int | float) or not 0 < self.duration <= 7 * 86400:
+        lo_f, hi_f = FRAME_INTERVAL_RANGE
+        lo_w, hi_w = WINDOW_RANGE
+        if not isinstance(self.duration, int | float) or not 0 < self.duration <= MAX_DURATION:
             raise UsageError(
-                f"--duration must be more than 0 and at most 604800 seconds (7 days), not {self.duration!r}"
+                f"--duration must be more than 0 and at most {MAX_DURATION} seconds (7 days), not {self.duration!r}"
             )
-        if not isinstance(self.frame_interval, int | float) or not 0.04 <= self.frame_interval <= 3600:
-            raise UsageError(
-                f"--frame-interval must be between 0.04 and 3600 seconds, not {self.frame_interval!r}"
-            )
-        if not isinstance(self.window, int | float) or not 1 <= self.window <= 3600:
-            raise UsageError(f"--window must be between 1 and 3600 seconds, not {self.window!r}")
+        if not isinstance(self.frame_interval, int | float) or not lo_f <= self.frame_interval <= hi_f:
+            raise UsageError(f"--frame-interval must be between {lo_f:g} and {hi_f:g} seconds, not {self.frame_interval!r}")
+        if not isinstance(self.window, int | float) or not lo_w <= self.window <= hi_w:
+            raise UsageError(f"--window must be between {lo_w:g} and {hi_w:g} seconds, not {self.window!r}")
         for name in ("max_bytes", "max_frames"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v <= 0):

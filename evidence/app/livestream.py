@@ -32,7 +32,7 @@ from PIL import Image
 
 from capture.frames import Sampler
 from capture.livestream import MODES, LiveJob, check_request
-from capture.recorder import Limits
+from capture.recorder import FRAME_INTERVAL_RANGE, MAX_DURATION, WINDOW_RANGE, Limits
 from ledger.digest import sha256_hex
 from ledger.errors import EvidenceError, UsageError
 
@@ -45,7 +45,6 @@ LATEST = 6
 MAX_FRAME = 32 << 20
 #: width of the thumbnails a status page shows (a 1080p PNG a second is too much to poll)
 THUMB_WIDTH = 320
-MAX_DURATION = 7 * 86400
 
 
 @dataclass(frozen=True)
@@ -95,6 +94,11 @@ def request_from_form(form: dict[str, str], operator: str | None) -> LiveRequest
     interval = _number(form, "frame_interval", 1.0, "the frame interval")
     window = _number(form, "window", 10.0, "the window length")
     assert interval is not None and window is not None
+    # Checked here in the form's words: the capture's own checks name the CLI's flags.
+    for value, (lo, hi), label in ((interval, FRAME_INTERVAL_RANGE, "the frame interval"),
+                                   (window, WINDOW_RANGE, "the window length")):
+        if not lo <= value <= hi:
+            raise UsageError(f"{label} must be between {lo:g} and {hi:g} seconds, not {value:g}")
     return LiveRequest(
         url, case, duration, interval, window, mode, bool(form.get("dedupe")),
         None, officers or operator, (form.get("note") or "").strip() or None, not form.get("no_screen_record"),
@@ -162,6 +166,11 @@ class LiveRun:
             self.error, self.state = str(e), "failed"
         except Exception as e:  # noqa: BLE001 - a job reports, the server goes on
             self.error, self.state = f"internal error: {type(e).__name__}: {e}", "failed"
+
+    def may_stop(self, user: str, officer: str | None) -> bool:
+        """Whoever started the capture may stop it, and so may a user bound to an officer it names."""
+        named = {o.strip() for o in (self.request.operator or "").split(",") if o.strip()}
+        return user == self.user or (officer is not None and officer in named)
 
     def stop(self) -> None:
         """End the capture as Ctrl-C ends `evidence livestream`: the open window sealed, the end record appended."""

@@ -541,6 +541,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def livestream_stop(request: Request, _form: dict[str, str]) -> Response:
         run = live_run(request)
+        user: User = request.state.session.user
+        if not run.may_stop(user.name, user.officer):
+            # A colleague's capture runs on: stopping it would end the evidence they are fixing.
+            raise Refused(403, f"this capture was started by {run.user}: only they or an officer it names "
+                               f"({run.request.operator or 'none'}) may stop it")
         run.stop()
         return RedirectResponse(f"/livestream/{run.id}", status_code=303)
 

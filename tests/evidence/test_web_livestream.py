@@ -91,10 +91,12 @@ def test_start_watch_stop_and_audit_in_a_real_browser(env: tuple[Path, Server], 
     form = {"url": hls, "case": CASE_L, "duration": "120", "window": "2", "frame_interval": "1"}
     # no token, a bad duration, a mode that does not exist: refused, nothing started
     assert c.request("/livestream", form)[0] == 403
-    for bad, words in (({"duration": "soon"}, b"number of seconds"), ({"window": "-1"}, b"window"),
+    for bad, words in (({"duration": "soon"}, b"number of seconds"), ({"window": "-1"}, b"window length"),
+                       ({"frame_interval": "0.001"}, b"frame interval"),
                        ({"mode": "telepathy"}, b"mode"), ({"url": "file:///etc/passwd"}, b"http")):
         code, _, body = c.request("/livestream", {**form, **bad, "csrf": c.csrf()})
         assert code == 400 and words in body.lower(), (bad, code, body[-300:])
+        assert b"--" not in body.split(b"<main", 1)[-1], (bad, body[-300:])  # the form's words, not the CLI's flags
     _, _, page_html = c.request("/livestream")
     assert b"none since the server started" in page_html
 
@@ -136,6 +138,13 @@ def test_start_watch_stop_and_audit_in_a_real_browser(env: tuple[Path, Server], 
             assert c.request(f"/livestream/{run}/frames/{other}")[0] == 404, other
         assert c.request(f"/livestream/{'0' * 32}/frames/{urllib.parse.quote(name)}")[0] == 404
 
+        # a colleague who neither started it nor is one of its officers may not stop it (and sees no button)
+        bob = Client(server.base)
+        assert bob.login("bob", USERS["bob"][0]) == 303
+        code, _, body = bob.request(f"/livestream/{run}/stop", {"csrf": bob.csrf()})
+        assert code == 403 and b"started by alice" in body, (code, body[-300:])
+        assert b'id="stop"' not in bob.request(f"/livestream/{run}")[2]
+        assert status(c, run)["state"] == "recording"
         # stop without a token: refused, still recording; the button (with its token) stops it
         assert c.request(f"/livestream/{run}/stop", {})[0] == 403
         assert status(c, run)["state"] == "recording"
