@@ -117,16 +117,33 @@ def _clock() -> dict[str, Any]:
         ),
     }
     # Whether the OS says its clock is synchronised, when it can tell us.
-    if (tdc := shutil.which("timedatectl")) is not None:
-        try:
-            out = subprocess.run(
-                [tdc, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, timeout=3
-            )
-            if out.returncode == 0 and out.stdout.strip():
-                d["ntp_synchronized"] = out.stdout.strip() == "yes"
-        except (OSError, subprocess.SubprocessError):
-            pass
+    if (tdc := _timedated()) is not None and (synced := _ntp_synchronized(tdc)) is not None:
+        d["ntp_synchronized"] = synced
     return d
+
+
+def _ntp_synchronized(tdc: str) -> bool | None:
+    try:
+        out = subprocess.run(
+            [tdc, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, timeout=3
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode == 0 and out.stdout.strip():
+        return out.stdout.strip() == "yes"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _timedated() -> str | None:
+    """timedatectl, if it answers on this machine; asked once per process.
+
+    A machine without systemd-timedated (a container) has the command but never
+    an answer: asking again at every capture would only cost its start-up. Where
+    it answers, the state is read anew for every capture (it can change).
+    """
+    tdc = shutil.which("timedatectl")
+    return tdc if tdc is not None and _ntp_synchronized(tdc) is not None else None
 
 
 _SCHEME = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")

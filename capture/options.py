@@ -14,6 +14,10 @@ from ledger.sessions import LoginSession
 from .browser import device_descriptor
 from .environment import check_proxy
 
+#: the default ``post_load_wait``: a page's timers due up to a second after its load event (a price
+#: fetched 300 ms after load) are in the screenshots and DOM, however busy the machine
+POST_LOAD_WAIT = 1.0
+
 
 @dataclass(frozen=True)
 class CaptureOptions:
@@ -35,6 +39,11 @@ class CaptureOptions:
     load_timeout: float = 30.0
     #: seconds to wait, after load and after scrolling, for requests to finish
     settle_timeout: float = 5.0
+    #: seconds after the page's load event, on the page's own clock, that its timers are waited
+    #: for before the snapshots are taken to show its final state (what a timer due by then
+    #: fetched is in the DOM and screenshots). The wait overlaps scrolling and the first round
+    #: of snapshots, so it costs only what is left of it then. 0 turns it off, with a warning
+    post_load_wait: float = POST_LOAD_WAIT
     #: scroll steps (one viewport each) to trigger lazy loading; infinite scroll stops here
     max_scroll_steps: int = 30
     #: the full-page screenshot is cut at this height (CSS pixels), with a warning; pages
@@ -96,6 +105,9 @@ class CaptureOptions:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 < v <= 3600:
                 raise UsageError(f"{name} must be between 0 and 3600 seconds, not {v!r}")
+        v = self.post_load_wait
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 60:
+            raise UsageError(f"post_load_wait must be between 0 and 60 seconds, not {v!r}")
         v = self.capture_deadline
         if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 1 <= v <= 86400):
             raise UsageError(f"capture_deadline must be between 1 and 86400 seconds, not {v!r}")
@@ -154,6 +166,7 @@ class CaptureOptions:
         # Canonical JSON has no floats: timeouts are recorded in milliseconds.
         d["load_timeout_ms"] = int(d.pop("load_timeout") * 1000)
         d["settle_timeout_ms"] = int(d.pop("settle_timeout") * 1000)
+        d["post_load_wait_ms"] = round(d.pop("post_load_wait") * 1000)
         d["max_clock_offset_ms"] = round(d.pop("max_clock_offset") * 1000)
         d.pop("capture_deadline")
         d["capture_deadline_ms"] = int(self.deadline * 1000)

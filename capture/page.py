@@ -76,6 +76,7 @@ async def _drained(coro: Coroutine[Any, Any, T]) -> T:
     ``asyncio.run`` would print each such failure with a traceback at
     shutdown; collected here, the user sees only the one-line error.
     """
+    asyncio.get_running_loop().set_exception_handler(_quiet_when_cancelled)
     try:
         return await coro
     finally:
@@ -88,6 +89,19 @@ async def _drained(coro: Coroutine[Any, Any, T]) -> T:
             for t in rest:
                 t.cancel()
             await asyncio.gather(*rest, return_exceptions=True)
+
+
+def _quiet_when_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: everything but what an interruption leaves behind goes to the default.
+
+    A gather whose tasks ``_drained`` cancelled one by one holds their
+    CancelledError, unread, and says so with a traceback when collected; a
+    task a KeyboardInterrupt went through holds that. Both are the
+    interruption the user already sees as one line.
+    """
+    if isinstance(context.get("exception"), asyncio.CancelledError | KeyboardInterrupt):
+        return
+    loop.default_exception_handler(context)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:

@@ -39,7 +39,7 @@ async def environment_check(s: CaptureState) -> None:
 
 
 async def clean_check(s: CaptureState, ctx: Any) -> dict[str, Any]:
-    """What the new context held before the page opened, and any browser extension present."""
+    """What the new context held before the page opened (before ``ctx.new_page``); see ``extensions``."""
     state = await asyncio.wait_for(ctx.storage_state(), s.step_timeout)
     session = s.opt.session.facts() if s.opt.session is not None else None
     profile = profile_check(
@@ -51,6 +51,19 @@ async def clean_check(s: CaptureState, ctx: Any) -> dict[str, Any]:
             "the browser context was not empty before the capture" if session is None
             else f"the browser context did not hold exactly the cookies of session {session['name']}"
         )
+    s.log(
+        "profile",
+        "clean-environment check",
+        **{k: profile[k] for k in ("cookies_before", "origins_with_storage_before", "pages_before")},
+    )
+    return profile
+
+
+async def extensions(s: CaptureState) -> dict[str, Any]:
+    """Any browser extension present: from the browser's flags and its running targets.
+
+    The browser's, not the context's: this may run while the capture's page opens.
+    """
     ext = extensions_check(s.browser.facts.command_line if s.browser.facts else [])
     # What is running says more than flags: any extension would show as a target.
     try:
@@ -67,12 +80,6 @@ async def clean_check(s: CaptureState, ctx: Any) -> dict[str, Any]:
         ext["none"] = ext["none"] and not ext["extension_targets"]
     except Exception as e:
         ext["extension_targets_error"] = _short(e)
-    profile["extensions"] = ext
     if ext["loaded_by_flag"] or ext.get("extension_targets"):
         s.warn("browser extensions were present during the capture")
-    s.log(
-        "profile",
-        "clean-environment check",
-        **{k: profile[k] for k in ("cookies_before", "origins_with_storage_before", "pages_before")},
-    )
-    return profile
+    return ext

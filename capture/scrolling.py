@@ -11,7 +11,8 @@ from .state import CaptureState
 
 #: scroll steps per page-script call: each call is bounded on its own
 SCROLL_CHUNK = 5
-#: seconds after scrolling before the network is watched for lazy loads to finish
+#: seconds after scrolling before the network is watched for lazy loads to finish, when the
+#: page did not render a frame after the last scroll (then nothing proves its observers ran)
 SCROLL_PAUSE = 0.2
 
 SCROLL_JS = """
@@ -34,8 +35,9 @@ SCROLL_JS = """
   // A whole rendering update after the last scroll (or none), then a task: observers
   // have run their callbacks, so a lazy load they start is already in flight (its
   // DevTools event arrives before this script's answer) when we watch the network.
-  if (wait) await Promise.race([new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 0)))), sleep(1000)]);
-  return {steps, grew, height: height(), width: el.scrollWidth, reachedBottom: atBottom()};
+  // "rendered" says the frames came; after the timeout nothing proves the observers ran.
+  const rendered = wait && await Promise.race([new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(() => r(true), 0)))), sleep(1000).then(() => false)]);
+  return {steps, grew, height: height(), width: el.scrollWidth, reachedBottom: atBottom(), rendered};
 })(%d, %s)
 """
 
@@ -77,19 +79,23 @@ async def scroll(s: CaptureState) -> None:
         idle = 0
         while True:
             moved = 0
+            rendered = False
             while total["steps"] < budget:
                 n = min(SCROLL_CHUNK, budget - total["steps"])
                 r = await _scroll_eval(s, SCROLL_JS % (n, js_waits(s)), n)
                 done = int(r.get("steps", 0))
                 moved += done
+                # Each call ends with its frame wait, after every scroll so far: the last one counts.
+                rendered = r.get("rendered") is True
                 total["steps"] += done
                 total["grew"] += int(r.get("grew", 0))
                 total["reachedBottom"] = bool(r.get("reachedBottom"))
                 if total["reachedBottom"] or done < n:
                     break
-            if moved:
+            if moved and not rendered:
                 # Observers fire and start their fetches a frame or more after the
-                # scroll; the network is only worth watching once they have.
+                # scroll; the network is only worth watching once they have. When the
+                # page rendered two frames and a task after the last scroll, they have.
                 await asyncio.sleep(min(SCROLL_PAUSE, max(0.0, s.work_left())))
             await s.settle("after load and scrolling", settle)
             if total["steps"] >= budget:

@@ -147,6 +147,16 @@ async def capture_into(
         raise
 
 
+async def _together(*steps: Awaitable[Any]) -> list[Any]:
+    """Run ``steps`` at once; when one fails (or the capture is cancelled), none is left running."""
+    tasks = [asyncio.ensure_future(step) for step in steps]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
 class _Capture:
     """The order of one capture's steps; what they find is in ``self.s``."""
 
@@ -172,8 +182,8 @@ class _Capture:
             await s.rec.finish(timeout=max(1.0, min(10.0, s.opt.settle_timeout + 5, s.left())))
             for hop in s.rec.order:
                 hop.truncated = truncation(hop)
-            s.tls = await netfacts.certificates(s)
-            s.dns = await netfacts.dns(s)
+            # The browser's certificates and this machine's resolver: neither waits for the other.
+            s.tls, s.dns = await _together(netfacts.certificates(s), netfacts.dns(s))
         finally:
             s.finishing = True
             if s.ctx is not None:
@@ -238,7 +248,12 @@ class _Capture:
             s.step_timeout,
         )
         s.profile = await preflight.clean_check(s, ctx)
-        s.page = page = await asyncio.wait_for(ctx.new_page(), s.step_timeout)
+        # Opening a page is the longest step before the load; the browser-wide extension
+        # check needs no page, so it runs meanwhile.
+        s.page, s.profile["extensions"] = await _together(
+            asyncio.wait_for(ctx.new_page(), s.step_timeout), preflight.extensions(s)
+        )
+        page = s.page
         if video:
             # Frame 0 of the video is (within a frame) this moment.
             s.video = {"started": rfc3339(now_utc())}
@@ -246,8 +261,8 @@ class _Capture:
         session = await asyncio.wait_for(ctx.new_cdp_session(page), s.step_timeout)
         s.cdp = cdp = DevTools(session, s.step_timeout, limit=s.call_limit)
         s.rec = NetworkRecorder(cdp, s.dir / "bodies", log=s.log, stream_timeout=s.probe_timeout)
-        await s.rec.start()
-        tree = await cdp.send("Page.getFrameTree")
+        # Independent round trips, all before the page loads anything: sent together.
+        _, tree = await _together(s.rec.start(), cdp.send("Page.getFrameTree"))
         s.main_frame = tree["frameTree"]["frame"]["id"]
         s.world = World(cdp, s.main_frame)
         await navigation.track_navigations(s, cdp)

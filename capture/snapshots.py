@@ -22,6 +22,7 @@ from .dom import dom, mhtml, read_global
 from .environment import now_utc, rfc3339
 from .navigation import freeze, navigation_id, wait_for_document
 from .network import Unanswered, _short
+from .options import POST_LOAD_WAIT
 from .renderer import responsive, unstick
 from .screenshots import shot_full, shot_viewport
 from .scrolling import scroll
@@ -33,9 +34,10 @@ MAX_SNAPSHOT_ROUNDS = 3
 MAX_LATE_ROUNDS = 2
 SNAPSHOT_ROLES = ("screenshot-viewport", "screenshot-full", "dom", "mhtml")
 SNAPSHOTS = ("viewport screenshot", "full-page screenshot", "rendered DOM", "MHTML snapshot")
-#: a page's timers due this long after its load event (a price fetched 300 ms after load) are waited
-#: for, on the page's own clock, before a capture is taken to show the page's final state
-POST_LOAD_MS = 1000
+#: the default wait (``CaptureOptions.post_load_wait``) in milliseconds: a page's timers due this long
+#: after its load event (a price fetched 300 ms after load) are waited for, on the page's own clock,
+#: before a capture is taken to show the page's final state
+POST_LOAD_MS = round(POST_LOAD_WAIT * 1000)
 #: canvases described per page, and the pixels (all canvases together) whose content is hashed:
 #: encoding a canvas as PNG takes the renderer's time, so a page of huge canvases must not stall us
 MAX_CANVASES = 50
@@ -69,7 +71,7 @@ CANVAS_JS = """
 })()
 """
 
-# Our timer, due POST_LOAD_MS after the load event, runs only after every page timer due
+# Our timer, due post_load_wait after the load event, runs only after every page timer due
 # before it (timers run in order of their due time, in the one event loop of the frame),
 # however slowly a loaded machine schedules the renderer: wall time would only guess.
 # A request such a timer starts is in flight (its DevTools event sent) before we answer.
@@ -133,7 +135,7 @@ async def snapshots(s: CaptureState, page: Any) -> None:
 async def loaded_late(s: CaptureState, seen: int) -> bool:
     """Whether the page started requests since ``seen`` (after settling them).
 
-    Not before the page's own clock has passed ``POST_LOAD_MS`` after its load
+    Not before the page's own clock has passed ``post_load_wait`` after its load
     event: a timer that fetches the price 300 ms after load must have run, also
     when the machine is so busy that our rounds were done before it fired.
     """
@@ -145,19 +147,24 @@ async def loaded_late(s: CaptureState, seen: int) -> bool:
 
 
 async def after_load(s: CaptureState) -> None:
-    """Wait until the page's own clock is ``POST_LOAD_MS`` past its load event (at once if it is)."""
-    if POST_LOAD_MS <= 0 or s.scripts_stopped is not None:
+    """Wait until the page's own clock is ``post_load_wait`` past its load event (at once if it is)."""
+    ms = round(s.opt.post_load_wait * 1000)
+    if s.scripts_stopped is not None:
         return  # with the page's scripts off, no timer of theirs (or ours) runs
-    try:
-        waited = await s.world.eval(
-            AFTER_LOAD_JS % POST_LOAD_MS, timeout=s.probe_timeout + POST_LOAD_MS / 1000, recreate=False
+    if ms <= 0:
+        s.warn(
+            "the page's timers after its load event were not waited for (post_load_wait 0): what a "
+            "timer fetches or draws after load may be in the WARC but missing from the screenshots and DOM"
         )
+        return
+    try:
+        waited = await s.world.eval(AFTER_LOAD_JS % ms, timeout=s.probe_timeout + ms / 1000, recreate=False)
     except Exception as e:
         # A busy or departed document: the rounds' own checks deal with it.
         s.log("settle", f"the page's clock could not be read: {_short(e)}")
         return
     if waited is not None:
-        s.log("settle", f"waited {int(waited)} ms on the page's clock for its timers due within {POST_LOAD_MS} ms of load")
+        s.log("settle", f"waited {int(waited)} ms on the page's clock for its timers due within {ms} ms of load")
 
 
 def drop_round(s: CaptureState, kept: tuple[int, int, dict[str, str]]) -> None:

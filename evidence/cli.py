@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,6 +24,23 @@ from rich.text import Text
 from ledger.display import json_safe, shown, text
 from ledger.errors import EvidenceError, UsageError
 from ledger.version import __version__
+
+
+def as_ctrl_c(_sig: int, _frame: Any) -> None:
+    """A SIGTERM handler that makes the signal a Ctrl-C.
+
+    Raised as KeyboardInterrupt from the handler, it lands in whatever runs
+    at that instant, a task of the capture's event loop included, which then
+    dies holding the exception and is printed at exit as "Task exception was
+    never retrieved" with a traceback. As SIGINT, the running ``asyncio.run``
+    cancels its main task (every step unwinds as on Ctrl-C) and raises
+    KeyboardInterrupt once that is done; outside an event loop, SIGINT's
+    default handler raises it at once, as before. Where SIGINT is ignored (a
+    background job of a non-interactive shell), SIGTERM raises it itself.
+    """
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        raise KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)
 
 app = typer.Typer(
     add_completion=False,
@@ -365,6 +383,7 @@ def capture(
     urls: Path | None = typer.Option(None, "--urls", help="File of URLs, one a line: one browser, one batch."),
     load_timeout: float = typer.Option(30.0, "--load-timeout", help="Seconds to wait for the load event."),
     settle_timeout: float = typer.Option(5.0, "--settle-timeout", help="Seconds to wait for requests to settle."),
+    post_load_wait: float = typer.Option(1.0, "--post-load-wait", help="Seconds after the load event, on the page's own clock, that its timers are waited for before the snapshots count (0: off, with a warning)."),
     max_scroll: int = typer.Option(30, "--max-scroll", help="Scroll steps for lazy loading (bounds infinite scroll)."),
     viewport: str | None = typer.Option(None, "--viewport", help="Viewport WIDTHxHEIGHT (default 1366x768; not with --device)."),
     mobile: bool = typer.Option(False, "--mobile", help="Emulate a mobile device (not with --device)."),
@@ -413,21 +432,16 @@ def capture(
         raise UsageError(f"--viewport must look like 1366x768, not {viewport!r}") from None
     check_proxy(proxy)  # before the ledger opens and any browser starts
     opts = dict(
-        load_timeout=load_timeout, settle_timeout=settle_timeout, max_scroll_steps=max_scroll,
-        viewport_width=w, viewport_height=h, is_mobile=mobile, proxy=proxy,
+        load_timeout=load_timeout, settle_timeout=settle_timeout, post_load_wait=post_load_wait,
+        max_scroll_steps=max_scroll, viewport_width=w, viewport_height=h, is_mobile=mobile, proxy=proxy,
         trust_roots=tuple(trust_root), mhtml=not no_mhtml,
         record_process=interactive if record_process is None else record_process,
         capture_deadline=deadline,
     )
-    import signal
-
-    def terminated(_sig: int, _frame: Any) -> None:
-        # As Ctrl-C: the browser closes and the capture's temporary files go.
-        raise KeyboardInterrupt
-
     stopped: str | None = None
     led = _open()
-    before = signal.signal(signal.SIGTERM, terminated)
+    # As Ctrl-C: the browser closes and the capture's temporary files go.
+    before = signal.signal(signal.SIGTERM, as_ctrl_c)
     try:
         opts.update(_check_settings(led, time_source, max_clock_offset, ip_echo))
         opts.update(page_options(led, session=session, device=device, expect=expect))

@@ -59,12 +59,9 @@ def crawl_command(
         raise UsageError("give a start URL and --case ID, or --resume ID")
     err, quiet = _cli.err, as_json or not _cli.err.is_terminal
 
-    def terminated(_sig: int, _frame: Any) -> None:
-        # As Ctrl-C: the browser closes, the crawl state stays, --resume goes on.
-        raise KeyboardInterrupt
-
     led = _cli._open()
-    before = signal.signal(signal.SIGTERM, terminated)
+    # As Ctrl-C: the browser closes, the crawl state stays, --resume goes on.
+    before = signal.signal(signal.SIGTERM, _cli.as_ctrl_c)
     try:
         if resume_id is not None:
             prepared = reopen(resume_id, ledger=led, page_options=lambda names: _page(led, names))
