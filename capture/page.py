@@ -80,9 +80,12 @@ async def _drained(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return await coro
     finally:
-        me = asyncio.current_task()
-        # A few rounds: an event arriving while tasks are cancelled can start another.
-        for _ in range(5):
+        try:
+            me = asyncio.current_task()
+            rounds = 5  # a few: an event arriving while tasks are cancelled can start another
+        except RuntimeError:
+            rounds = 0  # closed outside its loop, as the process ends: nothing is left to collect
+        for _ in range(rounds):
             rest = [t for t in asyncio.all_tasks() if t is not me]  # the unfinished ones
             if not rest:
                 break
@@ -96,11 +99,14 @@ def _quiet_when_cancelled(loop: asyncio.AbstractEventLoop, context: dict[str, An
 
     A gather whose tasks ``_drained`` cancelled one by one holds their
     CancelledError, unread, and says so with a traceback when collected; a
-    task a KeyboardInterrupt went through holds that. Both are the
+    task a KeyboardInterrupt went through holds that; a run interrupted
+    before ``_drained`` could collect leaves tasks pending. All are the
     interruption the user already sees as one line.
     """
     if isinstance(context.get("exception"), asyncio.CancelledError | KeyboardInterrupt):
         return
+    if str(context.get("message", "")).startswith("Task was destroyed but it is pending"):
+        return  # only an interrupted run ends with tasks pending: _drained collects all the others
     loop.default_exception_handler(context)
 
 
