@@ -530,7 +530,7 @@ class Store:
         node_rows: list[tuple[Any, ...]] = []
         add_node = node_rows.append
         prev = prev_leaf.hex()
-        with self._streamed(conn, "records (idx, leaf, kind, case_id, time, key_id, body)") as put_record:
+        with self._rows_into(conn, "records (idx, leaf, kind, case_id, time, key_id, body)") as put_record:
             for i, p in enumerate(preps):
                 if not isinstance(p, Prepared):
                     # Its payload names records of this batch: known only now.
@@ -556,67 +556,49 @@ class Store:
         return out
 
     @contextmanager
-    def _streamed(self, conn: Connection, into: str) -> Iterator[Callable[[tuple[Any, ...]], None]]:
+    def _rows_into(self, conn: Connection, into: str) -> Iterator[Callable[[tuple[Any, ...]], None]]:
         """``put(row)`` for rows made one at a time; they are in the table when the block ends.
 
-        On PostgreSQL one COPY is open for the whole block, so the server
-        stores rows while the next records are still being signed (on its own
-        core) instead of after the last; on SQLite they go in multi-row INSERTs
-        as they come.
+        Driver errors are wrapped as SQLAlchemy would (OperationalError,
+        IntegrityError, ...), so `write` judges retries the same way.
         """
         base = self.engine.dialect.loaded_dbapi.Error
-        if self.is_sqlite:
-            rows: list[tuple[Any, ...]] = []
-            per = _SQLITE_VARS // (into.count(",") + 1)  # rows per statement: one variable per column
-
-            def put(row: tuple[Any, ...]) -> None:
-                rows.append(row)
-                if len(rows) >= per:
-                    self._insert(conn, into, rows)
-                    rows.clear()
-
-            yield put
-            if rows:
-                self._insert(conn, into, rows)
-            return
-        raw = conn.connection.driver_connection
         try:
+            if self.is_sqlite:
+                # In this process: nothing to overlap, the rows go in at the end.
+                rows: list[tuple[Any, ...]] = []
+                yield rows.append
+                if rows:
+                    self._insert_sqlite(conn, into, rows)
+                return
+            # Over the network every statement is a round trip made while the
+            # tree lock is held: COPY sends the rows in one stream, open for the
+            # whole block, so the server stores them while the next records are
+            # still being signed (on its own core). Binary COPY: in text COPY each
+            # bytea body is hex-escaped, 3x the cost per row.
+            raw = conn.connection.driver_connection
             with raw.cursor() as cur, cur.copy(f"COPY {into} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[union-attr]
                 copy.set_types(_COPY_TYPES[into.split(" ", 1)[0]])
                 yield copy.write_row
         except base as e:
-            raise DBAPIError.instance(f"COPY {into}", None, e, base) from e
-
-    def _insert(self, conn: Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
-        base = self.engine.dialect.loaded_dbapi.Error
-        try:
-            self._insert_raw(conn, into, rows)
-        except base as e:
-            # The driver's own error, raised past SQLAlchemy: wrap it as SQLAlchemy would
-            # (OperationalError, IntegrityError, ...) so `write` judges retries the same way.
             raise DBAPIError.instance(f"INSERT INTO {into}", None, e, base) from e
 
-    def _insert_raw(self, conn: Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
-        if self.is_sqlite:
-            # Many rows per statement: per-statement work in pysqlite (reset,
-            # rebind, step) was ~15 % of the insert, cheaper in one big VALUES.
-            cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            width = len(rows[0])
-            per = _SQLITE_VARS // width
-            for i in range(0, len(rows), per):
-                chunk = rows[i : i + per]
-                values = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))
-                cur.execute(f"INSERT INTO {into} VALUES {values}", [x for row in chunk for x in row])
-            cur.close()
-            return
-        # Over the network every statement is a round trip made while the
-        # tree lock is held: COPY sends the whole batch in one stream. Binary
-        # COPY: in text COPY each bytea body is hex-escaped, 3x the cost per row.
-        raw = conn.connection.driver_connection
-        with raw.cursor() as cur, cur.copy(f"COPY {into} FROM STDIN (FORMAT BINARY)") as copy:  # type: ignore[union-attr]
-            copy.set_types(_COPY_TYPES[into.split(" ", 1)[0]])
+    def _insert(self, conn: Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
+        with self._rows_into(conn, into) as put:
             for row in rows:
-                copy.write_row(row)
+                put(row)
+
+    def _insert_sqlite(self, conn: Connection, into: str, rows: list[tuple[Any, ...]]) -> None:
+        # Many rows per statement: per-statement work in pysqlite (reset,
+        # rebind, step) was ~15 % of the insert, cheaper in one big VALUES.
+        cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        width = len(rows[0])
+        per = _SQLITE_VARS // width
+        for i in range(0, len(rows), per):
+            chunk = rows[i : i + per]
+            values = ",".join(["(" + ",".join("?" * width) + ")"] * len(chunk))
+            cur.execute(f"INSERT INTO {into} VALUES {values}", [x for row in chunk for x in row])
+        cur.close()
 
     # -- reads -------------------------------------------------------------
 
